@@ -1,0 +1,120 @@
+"""Greedy and beam search over any backend, in NumPy (no torch).
+
+PyTorch and ONNX Runtime share this one implementation, so a difference between their outputs can
+only come from their logits, never from the search. A backend provides a ``Stepper``: it has encoded
+a batch (each sentence repeated ``expand`` times for beam search) and, given the last token of every
+row and optionally a reordering of rows, returns the next-token log-probabilities of every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class Stepper(Protocol):
+    def step(self, last: np.ndarray, reorder: np.ndarray | None) -> np.ndarray:
+        """last (N,) int64 -> scores (N, V) float32; ``reorder`` (N,) permutes rows of the cache first."""
+        ...
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    beam: int = 1
+    max_len_a: float = 1.5  # maximum output length = a * source length + b, capped by max_len
+    max_len_b: int = 10
+    max_len: int = 256
+    length_penalty: float = 1.0  # hypothesis score = sum log p / length ** length_penalty
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.beam <= 64:
+            raise ValueError(f"beam must be in 1..64, got {self.beam}")
+        if self.max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {self.max_len}")
+
+    def limit(self, src_len: int) -> int:
+        return max(1, min(self.max_len, int(self.max_len_a * src_len + self.max_len_b)))
+
+
+def greedy(stepper: Stepper, batch: int, steps: int, start_id: int, eos_id: int) -> list[list[int]]:
+    last = np.full(batch, start_id, dtype=np.int64)
+    finished = np.zeros(batch, dtype=bool)
+    out = np.full((batch, steps), eos_id, dtype=np.int64)
+    for t in range(steps):
+        nxt = stepper.step(last, None).argmax(-1).astype(np.int64)
+        nxt[finished] = eos_id
+        out[:, t] = nxt
+        finished |= nxt == eos_id
+        if finished.all():
+            break
+        last = nxt
+    return [_strip(row, eos_id) for row in out]
+
+
+def beam_search(
+    stepper: Stepper, batch: int, beam: int, steps: int, start_id: int, eos_id: int, length_penalty: float
+) -> list[list[int]]:
+    """Stepper rows are sentence-major: row b*beam + k is beam k of sentence b."""
+    K = beam
+    scores = np.full((batch, K), -np.inf, dtype=np.float64)
+    scores[:, 0] = 0.0  # all beams start identical: keep one alive so the first step is not duplicated
+    seqs = np.zeros((batch * K, 0), dtype=np.int64)
+    last = np.full(batch * K, start_id, dtype=np.int64)
+    reorder: np.ndarray | None = None
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+    done = np.zeros(batch, dtype=bool)
+    for t in range(steps):
+        logp = stepper.step(last, reorder).astype(np.float64)  # (B*K, V)
+        V = logp.shape[1]
+        cand = (scores[:, :, None] + logp.reshape(batch, K, V)).reshape(batch, K * V)
+        top = np.argpartition(-cand, 2 * K, axis=1)[:, : 2 * K] if K * V > 2 * K else np.tile(np.arange(K * V), (batch, 1))
+        top_scores = np.take_along_axis(cand, top, 1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
+        src_beam, tok = top // V, top % V
+        new_scores = np.full((batch, K), -np.inf)
+        new_rows = np.zeros((batch, K), dtype=np.int64)
+        new_tok = np.full((batch, K), eos_id, dtype=np.int64)
+        for b in range(batch):
+            if done[b]:
+                new_rows[b] = b * K  # keep shapes; these rows are ignored
+                continue
+            n = 0
+            for rank in range(top.shape[1]):
+                s = top_scores[b, rank]
+                if not np.isfinite(s):
+                    break
+                row = b * K + src_beam[b, rank]
+                if tok[b, rank] == eos_id:
+                    if rank < K:  # an EOS only counts while it ranks among the best K
+                        hyp = seqs[row].tolist()
+                        finished[b].append((s / (len(hyp) + 1) ** length_penalty, hyp))
+                    continue
+                new_scores[b, n], new_rows[b, n], new_tok[b, n] = s, row, tok[b, rank]
+                n += 1
+                if n == K:
+                    break
+            if len(finished[b]) >= K or n == 0:
+                done[b] = True
+        if done.all():
+            break
+        reorder = new_rows.reshape(-1)
+        seqs = np.concatenate([seqs[reorder], new_tok.reshape(-1, 1)], axis=1)
+        scores, last = new_scores, new_tok.reshape(-1)
+    results = []
+    for b in range(batch):
+        hyps = list(finished[b])
+        if not done[b]:  # ran out of steps: unfinished beams compete too
+            for k in range(K):
+                if np.isfinite(scores[b, k]):
+                    hyp = seqs[b * K + k].tolist()
+                    hyps.append((scores[b, k] / max(len(hyp), 1) ** length_penalty, hyp))
+        results.append(max(hyps, key=lambda h: h[0])[1] if hyps else [])
+    return results
+
+
+def _strip(row: np.ndarray, eos_id: int) -> list[int]:
+    ids = row.tolist()
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids

@@ -1,0 +1,82 @@
+"""Translate with the PyTorch model: batching by length, then the shared NumPy search."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .model import Transformer
+from .search import SearchConfig, beam_search, greedy
+from .tokenizer import Tokenizer
+
+
+class TorchStepper:
+    """Holds one batch's encoder output and decoder cache; see search.Stepper."""
+
+    def __init__(self, model: Transformer, src: torch.Tensor, expand: int):
+        self.model = model
+        memory, self.src_mask = model.encode(src)
+        if expand > 1:
+            memory = memory.repeat_interleave(expand, 0)
+            self.src_mask = self.src_mask.repeat_interleave(expand, 0)
+        self.cross = model.cross_kv(memory)
+        self.past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.device = src.device
+
+    def step(self, last: np.ndarray, reorder: np.ndarray | None) -> np.ndarray:
+        if reorder is not None and self.past is not None:
+            idx = torch.from_numpy(reorder).to(self.device)
+            self.past = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in self.past]
+        tokens = torch.from_numpy(last).to(self.device)[:, None]
+        logits, self.past = self.model.decode(tokens, self.cross, self.src_mask, self.past)
+        return logits[:, -1].float().log_softmax(-1).cpu().numpy()
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int) -> np.ndarray:
+    out = np.full((len(seqs), max(len(s) for s in seqs)), pad_id, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return out
+
+
+def length_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (less padding), longest first."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for i in range(0, len(order), batch_size):
+        yield order[i : i + batch_size]
+
+
+def search_ids(stepper, batch: int, src_len: int, cfg: SearchConfig, start_id: int, eos_id: int) -> list[list[int]]:
+    steps = cfg.limit(src_len)
+    if cfg.beam == 1:
+        return greedy(stepper, batch, steps, start_id, eos_id)
+    return beam_search(stepper, batch, cfg.beam, steps, start_id, eos_id, cfg.length_penalty)
+
+
+class TorchTranslator:
+    backend = "torch"
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.provider = f"torch:{self.device.type}"
+
+    @torch.no_grad()
+    def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig) -> list[list[int]]:
+        m = self.model.cfg
+        src_ids = [s[: m.max_positions] for s in src_ids]
+        src = torch.from_numpy(pad_batch(src_ids, m.pad_id)).to(self.device)
+        stepper = TorchStepper(self.model, src, cfg.beam)
+        return search_ids(stepper, len(src_ids), src.shape[1], cfg, m.decoder_start_id, m.eos_id)
+
+    def translate(self, texts: list[str], cfg: SearchConfig | None = None, batch_size: int = 64) -> list[str]:
+        cfg = cfg or SearchConfig()
+        ids = self.tokenizer.encode(texts)
+        out: list[list[int]] = [[] for _ in texts]
+        for idx in length_batches([len(x) for x in ids], batch_size):
+            for i, hyp in zip(idx, self.translate_ids([ids[i] for i in idx], cfg), strict=True):
+                out[i] = hyp
+        return self.tokenizer.decode(out)
