@@ -8,6 +8,7 @@ row and optionally a reordering of rows, returns the next-token log-probabilitie
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,7 +39,10 @@ class SearchConfig:
         return max(1, min(self.max_len, int(self.max_len_a * src_len + self.max_len_b)))
 
 
-def greedy(stepper: Stepper, batch: int, steps: int, start_id: int, eos_id: int) -> list[list[int]]:
+def greedy(stepper: Stepper, limits: list[int], start_id: int, eos_id: int) -> list[list[int]]:
+    """limits[b]: the most tokens sentence b may produce (its own, so batching never changes a result)."""
+    batch, steps = len(limits), max(limits)
+    limit = np.asarray(limits)
     last = np.full(batch, start_id, dtype=np.int64)
     finished = np.zeros(batch, dtype=bool)
     out = np.full((batch, steps), eos_id, dtype=np.int64)
@@ -46,7 +50,7 @@ def greedy(stepper: Stepper, batch: int, steps: int, start_id: int, eos_id: int)
         nxt = stepper.step(last, None).argmax(-1).astype(np.int64)
         nxt[finished] = eos_id
         out[:, t] = nxt
-        finished |= nxt == eos_id
+        finished |= (nxt == eos_id) | (t + 1 >= limit)
         if finished.all():
             break
         last = nxt
@@ -54,10 +58,10 @@ def greedy(stepper: Stepper, batch: int, steps: int, start_id: int, eos_id: int)
 
 
 def beam_search(
-    stepper: Stepper, batch: int, beam: int, steps: int, start_id: int, eos_id: int, length_penalty: float
+    stepper: Stepper, limits: list[int], beam: int, start_id: int, eos_id: int, length_penalty: float
 ) -> list[list[int]]:
-    """Stepper rows are sentence-major: row b*beam + k is beam k of sentence b."""
-    K = beam
+    """Stepper rows are sentence-major: row b*beam + k is beam k of sentence b; limits as in greedy."""
+    K, batch, steps = beam, len(limits), max(limits)
     scores = np.full((batch, K), -np.inf, dtype=np.float64)
     scores[:, 0] = 0.0  # all beams start identical: keep one alive so the first step is not duplicated
     seqs = np.zeros((batch * K, 0), dtype=np.int64)
@@ -103,16 +107,36 @@ def beam_search(
         reorder = new_rows.reshape(-1)
         seqs = np.concatenate([seqs[reorder], new_tok.reshape(-1, 1)], axis=1)
         scores, last = new_scores, new_tok.reshape(-1)
-    results = []
-    for b in range(batch):
-        hyps = list(finished[b])
-        if not done[b]:  # ran out of steps: unfinished beams compete too
-            for k in range(K):
-                if np.isfinite(scores[b, k]):
-                    hyp = seqs[b * K + k].tolist()
-                    hyps.append((scores[b, k] / max(len(hyp), 1) ** length_penalty, hyp))
-        results.append(max(hyps, key=lambda h: h[0])[1] if hyps else [])
-    return results
+        for b in range(batch):
+            if not done[b] and t + 1 >= limits[b]:  # out of length: unfinished beams compete too
+                for k in range(K):
+                    if np.isfinite(scores[b, k]):
+                        hyp = seqs[b * K + k].tolist()
+                        finished[b].append((scores[b, k] / len(hyp) ** length_penalty, hyp))
+                done[b] = True
+    return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int) -> np.ndarray:
+    out = np.full((len(seqs), max(len(s) for s in seqs)), pad_id, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return out
+
+
+def length_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (less padding), longest first."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for i in range(0, len(order), batch_size):
+        yield order[i : i + batch_size]
+
+
+def search_ids(stepper: Stepper, src_ids: list[list[int]], cfg: SearchConfig, start_id: int, eos_id: int) -> list[list[int]]:
+    """Run greedy or beam search (by cfg.beam) for a batch whose stepper has encoded src_ids."""
+    limits = [cfg.limit(len(s)) for s in src_ids]
+    if cfg.beam == 1:
+        return greedy(stepper, limits, start_id, eos_id)
+    return beam_search(stepper, limits, cfg.beam, start_id, eos_id, cfg.length_penalty)
 
 
 def _strip(row: np.ndarray, eos_id: int) -> list[int]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 
 from .model import Transformer
-from .search import SearchConfig, beam_search, greedy
+from .search import SearchConfig, length_batches, pad_batch, search_ids
 from .tokenizer import Tokenizer
 
 
@@ -34,27 +32,6 @@ class TorchStepper:
         return logits[:, -1].float().log_softmax(-1).cpu().numpy()
 
 
-def pad_batch(seqs: list[list[int]], pad_id: int) -> np.ndarray:
-    out = np.full((len(seqs), max(len(s) for s in seqs)), pad_id, dtype=np.int64)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = s
-    return out
-
-
-def length_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices grouped into batches of similar length (less padding), longest first."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    for i in range(0, len(order), batch_size):
-        yield order[i : i + batch_size]
-
-
-def search_ids(stepper, batch: int, src_len: int, cfg: SearchConfig, start_id: int, eos_id: int) -> list[list[int]]:
-    steps = cfg.limit(src_len)
-    if cfg.beam == 1:
-        return greedy(stepper, batch, steps, start_id, eos_id)
-    return beam_search(stepper, batch, cfg.beam, steps, start_id, eos_id, cfg.length_penalty)
-
-
 class TorchTranslator:
     backend = "torch"
 
@@ -70,7 +47,7 @@ class TorchTranslator:
         src_ids = [s[: m.max_positions] for s in src_ids]
         src = torch.from_numpy(pad_batch(src_ids, m.pad_id)).to(self.device)
         stepper = TorchStepper(self.model, src, cfg.beam)
-        return search_ids(stepper, len(src_ids), src.shape[1], cfg, m.decoder_start_id, m.eos_id)
+        return search_ids(stepper, src_ids, cfg, m.decoder_start_id, m.eos_id)
 
     def translate(self, texts: list[str], cfg: SearchConfig | None = None, batch_size: int = 64) -> list[str]:
         cfg = cfg or SearchConfig()

@@ -1,0 +1,34 @@
+import unicodedata
+
+from compression.tokenizer import EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from tests.conftest import PAIRS
+
+
+def test_round_trip(tiny_tokenizer):
+    texts = [s for p in PAIRS for s in p]
+    ids = tiny_tokenizer.encode(texts)
+    assert all(x[-1] == EOS_ID and PAD_ID not in x for x in ids)
+    assert tiny_tokenizer.decode(ids) == texts
+
+
+def test_special_ids(tiny_tokenizer):
+    assert (tiny_tokenizer.pad_id, tiny_tokenizer.eos_id, tiny_tokenizer.unk_id) == (PAD_ID, EOS_ID, UNK_ID)
+
+
+def test_save_load(tiny_tokenizer, tmp_path):
+    tiny_tokenizer.save(tmp_path / "t.model")
+    again = Tokenizer(tmp_path / "t.model")
+    assert again.encode(["Ein Hund."]) == tiny_tokenizer.encode(["Ein Hund."])
+
+
+def test_shipped_tokenizer_round_trip():
+    from compression.checkpoint import DEFAULT_MODEL
+    from compression.data import load_split
+
+    tok = Tokenizer(DEFAULT_MODEL / "tokenizer.model")
+    assert tok.vocab_size == 8000
+    pairs = load_split("val")[:200]
+    texts = [s for p in pairs for s in p]
+    # SentencePiece applies NFKC and collapses whitespace (a no-break space becomes a space)
+    expected = [" ".join(unicodedata.normalize("NFKC", t).split()) for t in texts]
+    assert tok.decode(tok.encode(texts)) == expected
