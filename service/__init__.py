@@ -1,0 +1,1 @@
+"""The tzip translation service: FastAPI over ONNX Runtime, no torch (``python -m service``)."""

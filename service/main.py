@@ -1,0 +1,52 @@
+"""Assemble the app: settings, metrics, the variant registry (built in the lifespan), routes, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from . import errors
+from .metrics import Metrics
+from .middleware import BodyGuard, CountRequests
+from .registry import Lister, Loader, VariantRegistry
+from .routes import ROUTERS
+from .settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, loader: Loader | None = None, lister: Lister | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = VariantRegistry(settings, metrics, loader, lister)
+        registry.discover()  # bad settings or no exports: fail now, before serving anything
+        app.state.registry = registry
+        preload = asyncio.create_task(registry.preload(), name="preload")  # /healthz answers meanwhile
+        try:
+            yield
+        finally:
+            preload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await preload
+            await registry.close()
+
+    app = FastAPI(
+        title="tzip translation service",
+        summary="English -> German with compressed Transformer variants on ONNX Runtime",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.metrics = settings, metrics
+    for router in ROUTERS:
+        app.include_router(router)
+    errors.install(app)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(CountRequests, metrics=metrics)  # outermost: counts 413s and 400s of the guard too
+    return app

@@ -1,0 +1,68 @@
+"""Request and response bodies of the API (the OpenAPI docs are generated from these)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_BEAM = 8
+MAX_LEN = 512
+
+
+class TranslateRequest(BaseModel):
+    # strict: "3" is not a beam size and 5 is not a text; unknown fields are typos, not options
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    text: str | None = Field(None, description="one sentence", examples=["A man is riding a bike."])
+    texts: list[str] | None = Field(None, description="several sentences, translated in one request")
+    beam: int = Field(1, ge=1, le=MAX_BEAM, description="beam size (1 = greedy)")
+    max_len: int = Field(256, ge=1, le=MAX_LEN, description="maximum output length in tokens")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TranslateRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError('send exactly one of "text" (a string) or "texts" (a list of strings)')
+        return self
+
+    def sentences(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class Latency(BaseModel):
+    queue_ms: float = Field(description="waiting for a batch")
+    inference_ms: float = Field(description="the batched inference call")
+    total_ms: float = Field(description="from the request's arrival to the response")
+
+
+class TranslateResponse(BaseModel):
+    translations: list[str]
+    variant: str
+    model_size_bytes: int = Field(description="the variant's model files on disk")
+    compression_ratio: float | None = Field(description="fp32 size / this variant's size (from its manifest)")
+    bleu: float | None = Field(description="the variant's test BLEU recorded in its manifest")
+    latency_ms: Latency
+    provider: str = Field(description="the ONNX Runtime execution provider that really ran")
+    batch_size: int = Field(description="sentences in the inference call that served this request")
+
+
+class VariantInfo(BaseModel):
+    name: str
+    method: str | None
+    bits: int | float | None
+    sparsity: float | None
+    bytes: int
+    model_bytes: int
+    ratio: float | None
+    bleu: float | None
+    default: bool
+    loaded: bool
+    state: str = Field(description="available, loading, loaded or refused")
+    provider: str | None
+    error: str | None
+
+
+class Problem(BaseModel):
+    """Every 4xx/5xx body: ``detail`` says what was wrong and what to do."""
+
+    detail: str
+    known_variants: list[str] | None = None
+    errors: list[dict] | None = None

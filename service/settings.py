@@ -1,0 +1,94 @@
+"""Service settings, read from ``TZIP_*`` environment variables and validated once at start-up.
+
+Every field has a default, so ``make serve`` on a fresh clone needs no configuration. A bad value
+stops the service before it binds its port, with a message that names the variable to fix.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "TZIP_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # network
+    host: str = Field("127.0.0.1", description="interface uvicorn binds (0.0.0.0 in the Docker image)")
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    # variants
+    model_root: Path = Field(Path("build/onnx"), description="directory of exported variants (`make export`)")
+    default_variant: str | None = Field(None, description="served when ?variant= is absent; default: the uncompressed one")
+    preload: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated names loaded at start-up, or 'all' (the default is always preloaded)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when onnxruntime-gpu sees a GPU")
+    memory_budget_mb: float = Field(
+        2048, gt=0, description="loaded variants above this (bytes on disk) unload least recently used first"
+    )
+    retry_failed_load_s: float = Field(30, ge=0, description="a variant refused at load is retried after this")
+
+    # dynamic batching and load shedding
+    max_batch_size: int = Field(64, ge=1, le=1024, description="sentences per inference call")
+    max_wait_ms: float = Field(10, ge=0, le=10_000, description="how long a batch waits to fill up")
+    max_queue: int = Field(1024, ge=1, description="sentences waiting per variant before 503 + Retry-After")
+    request_timeout_s: float = Field(30, gt=0, description="a request still unanswered after this gets 503")
+    inference_threads: int = Field(1, ge=1, le=64, description="inference calls running at once (all variants)")
+
+    # input limits
+    max_texts: int = Field(64, ge=1, le=4096)
+    max_text_chars: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _split_names(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_queue < self.max_texts:
+            raise ValueError(
+                f"TZIP_MAX_QUEUE={self.max_queue} is below TZIP_MAX_TEXTS={self.max_texts}: a full-size request "
+                "could never be queued; raise TZIP_MAX_QUEUE or lower TZIP_MAX_TEXTS"
+            )
+        if self.max_body_bytes < self.max_text_chars:
+            raise ValueError("TZIP_MAX_BODY_BYTES must be at least TZIP_MAX_TEXT_CHARS")
+        return self
+
+    @property
+    def preload_all(self) -> bool:
+        return [n.lower() for n in self.preload] == ["all"]
+
+
+class SettingsError(ValueError):
+    """The environment holds an invalid TZIP_* value; the message lists every one and how to fix it."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (overrides win) and turn a ValidationError into one readable message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            var = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+            got = f" (got {err['input']!r})" if field and not isinstance(err.get("input"), dict) else ""
+            lines.append(f"  {var}: {err['msg']}{got}")
+        raise SettingsError("invalid service settings:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
