@@ -1,0 +1,210 @@
+"""Translate with exported ONNX graphs on ONNX Runtime (no torch: the service and its image use this).
+
+The search is ``compression.search``, the same NumPy code the PyTorch translator runs, so the two
+backends can only differ through their log-probabilities. Tensors that stay on the device between
+steps (cross keys/values, the source mask, the self-attention cache) are ONNX Runtime ``OrtValue``s
+passed through IOBinding: under CUDA the cache never leaves the GPU; only the tokens, the beam
+reordering (N int64 each) and the log-probabilities (N x V) cross to the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from . import manifest as manifest_lib
+from . import onnx_format as fmt
+from .search import SearchConfig, length_batches, pad_batch, search_ids
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_EXPORT_ROOT = REPO_ROOT / "build" / "onnx"  # where `make export` writes; TZIP_ONNX_ROOT overrides
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def export_root() -> Path:
+    return Path(os.environ.get("TZIP_ONNX_ROOT", DEFAULT_EXPORT_ROOT))
+
+
+# -- finding exported variants -----------------------------------------------------------------------
+def is_exported(directory: Path | str) -> bool:
+    path = Path(directory) / manifest_lib.MANIFEST
+    if not path.exists():
+        return False
+    try:
+        return manifest_lib.read(directory).get("format") == fmt.FORMAT
+    except ValueError:  # unreadable JSON: not ours
+        return False
+
+
+def list_exported(root: Path | str | None = None) -> list[dict[str, Any]]:
+    """Manifests of the exported variants under ``root`` (any depth), each with its ``path``; by name."""
+    root = Path(root) if root is not None else export_root()
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.rglob(manifest_lib.MANIFEST)):
+        if is_exported(path.parent):
+            found.append({**manifest_lib.read(path.parent), "path": str(path.parent)})
+    return sorted(found, key=lambda m: str(m.get("name")))
+
+
+def find_exported(name: str, root: Path | str | None = None) -> Path:
+    """The directory of the exported variant whose manifest is named ``name`` (never a path built from it)."""
+    root = Path(root) if root is not None else export_root()
+    matches = [m for m in list_exported(root) if m.get("name") == name]
+    if not matches:
+        known = sorted(str(m.get("name")) for m in list_exported(root))
+        raise FileNotFoundError(
+            f"no exported variant named {name!r} under {root} (found: {', '.join(known) or 'none'}); "
+            f"export it with `python -m compression export --variant {name}` or `make export`"
+        )
+    if len(matches) > 1:
+        raise ValueError(f"{len(matches)} exports named {name!r} under {root}: {[m['path'] for m in matches]}; remove the stale ones")
+    return Path(matches[0]["path"])
+
+
+# -- sessions ----------------------------------------------------------------------------------------
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3  # warnings about unused initializers after folding are noise
+    return so
+
+
+def make_session(path: Path, device: str, threads: int | None = None) -> tuple[ort.InferenceSession, str]:
+    """A session on ``device`` and the execution provider that REALLY runs it (ONNX Runtime falls back
+    to the CPU silently when CUDA cannot start: we look at what the session reports, and warn)."""
+    if device not in PROVIDERS:
+        raise ValueError(f"device must be one of {sorted(PROVIDERS)}, got {device!r}")
+    wanted = PROVIDERS[device]
+    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        log.warning("CUDA requested but this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu); "
+                    "running on CPUExecutionProvider")
+        wanted = PROVIDERS["cpu"]
+    session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=wanted)
+    provider = session.get_providers()[0]
+    if device == "cuda" and provider != "CUDAExecutionProvider":
+        log.warning("CUDA requested but ONNX Runtime started %s for %s (CUDA libraries missing?)", provider, path.name)
+    return session, provider
+
+
+class OrtStepper:
+    """One batch's encoder outputs and decoder cache as OrtValues; see ``compression.search.Stepper``."""
+
+    def __init__(self, tr: OnnxTranslator, src: np.ndarray, expand: int):
+        self.tr = tr
+        enc = tr.encoder.io_binding()
+        enc.bind_cpu_input("src_ids", src)
+        enc.bind_cpu_input("expand", np.array(expand, dtype=np.int64))
+        for name in tr.encoder_outputs:
+            enc.bind_output(name, tr.device_type, tr.device_id)
+        tr.encoder.run_with_iobinding(enc)
+        self.fixed = dict(zip(tr.encoder_outputs, enc.get_outputs(), strict=True))  # src_mask, cross_*
+        self.rows = src.shape[0] * expand
+        s = tr.spec
+        empty = np.zeros((self.rows, s.n_heads, 0, s.head_dim), dtype=s.float_dtype)
+        self.past = {name: ort.OrtValue.ortvalue_from_numpy(empty, tr.device_type, tr.device_id) for name in tr.past_inputs}
+        self.identity = np.arange(self.rows, dtype=np.int64)
+
+    def step(self, last: np.ndarray, reorder: np.ndarray | None) -> np.ndarray:
+        tr = self.tr
+        b = tr.decoder.io_binding()
+        b.bind_cpu_input("tokens", np.ascontiguousarray(last, dtype=np.int64))
+        b.bind_cpu_input("reorder", self.identity if reorder is None else np.ascontiguousarray(reorder, dtype=np.int64))
+        for name, value in self.fixed.items():
+            b.bind_ortvalue_input(name, value)
+        for name, value in self.past.items():
+            b.bind_ortvalue_input(name, value)
+        b.bind_output("log_probs", "cpu")
+        for name in tr.present_outputs:
+            b.bind_output(name, tr.device_type, tr.device_id)
+        tr.decoder.run_with_iobinding(b)
+        outs = b.get_outputs()
+        self.past = dict(zip(tr.past_inputs, outs[1:], strict=True))
+        return outs[0].numpy()
+
+
+class OnnxTranslator:
+    """Greedy/beam translation over an exported variant directory (verified against its manifest first)."""
+
+    backend = "onnx"
+
+    def __init__(self, directory: Path | str, device: str = "cpu", threads: int | None = None):
+        directory = Path(directory)
+        if not is_exported(directory):
+            raise FileNotFoundError(f"{directory} is not an exported ONNX variant (no {fmt.FORMAT} manifest); "
+                                    "run `python -m compression export` first")
+        # every byte is checked before ONNX Runtime reads any of it
+        self.manifest = manifest_lib.verify(directory)
+        self.directory = directory
+        self.spec = fmt.GraphSpec.load(directory)
+        self.tokenizer = Tokenizer(directory / fmt.TOKENIZER_FILE)
+        if self.tokenizer.vocab_size != self.spec.vocab_size:
+            raise ValueError(f"{directory}: tokenizer has {self.tokenizer.vocab_size} pieces, the graphs {self.spec.vocab_size}")
+        self.encoder, enc_provider = make_session(directory / fmt.ENCODER_FILE, device, threads)
+        self.decoder, self.provider = make_session(directory / fmt.DECODER_FILE, device, threads)
+        if enc_provider != self.provider:
+            log.warning("encoder runs on %s but decoder on %s", enc_provider, self.provider)
+        self.device_type = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        self.device_id = 0
+        self.provider_note = ""
+        if self.device_type == "cuda" and self.spec.precision == "int8":
+            self.provider_note = "int8 MatMulInteger/DynamicQuantize nodes run partly on the CPU with host copies"
+            log.warning("%s: %s", directory.name, self.provider_note)
+        self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
+        L = self.spec.decoder_layers
+        self.past_inputs = [n for i in range(L) for n in fmt.past_names(i)]
+        self.present_outputs = [n for i in range(L) for n in fmt.present_names(i)]
+        missing = {"log_probs", *self.present_outputs} - {o.name for o in self.decoder.get_outputs()}
+        if missing:
+            raise ValueError(f"{directory}/{fmt.DECODER_FILE} lacks outputs {sorted(missing)}; re-export the variant")
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name"))
+
+    def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig | None = None) -> list[list[int]]:
+        cfg = cfg or SearchConfig()
+        s = self.spec
+        src_ids = [x[: s.max_positions] for x in src_ids]
+        stepper = OrtStepper(self, pad_batch(src_ids, s.pad_id), cfg.beam)
+        return search_ids(stepper, src_ids, cfg, s.decoder_start_id, s.eos_id)
+
+    def translate(self, texts: list[str], cfg: SearchConfig | None = None, batch_size: int = 64) -> list[str]:
+        cfg = cfg or SearchConfig()
+        ids = self.tokenizer.encode(texts)
+        out: list[list[int]] = [[] for _ in texts]
+        for idx in length_batches([len(x) for x in ids], batch_size):
+            for i, hyp in zip(idx, self.translate_ids([ids[i] for i in idx], cfg), strict=True):
+                out[i] = hyp
+        return self.tokenizer.decode(out)
+
+
+def load_translator(directory: Path | str | None = None, variant: str | None = None, device: str = "cpu",
+                    threads: int | None = None) -> OnnxTranslator:
+    """An ``OnnxTranslator`` for an exported variant.
+
+    ``directory`` is an exported variant, or a root searched for the export whose manifest is named
+    ``variant``. A PyTorch model directory (e.g. models/base) stands for its export under the export
+    root (build/onnx, or $TZIP_ONNX_ROOT), found by its manifest name.
+    """
+    directory = Path(directory) if directory is not None else export_root()
+    if variant is None and is_exported(directory):
+        return OnnxTranslator(directory, device, threads)
+    root = directory
+    if (directory / manifest_lib.MANIFEST).exists() and not is_exported(directory):
+        variant = variant or manifest_lib.read(directory).get("name")  # a torch checkpoint: its export
+        root = export_root()
+    if variant is None:
+        raise ValueError(f"{directory} is not an exported variant; name one with variant= (see list_exported)")
+    return OnnxTranslator(find_exported(variant, root), device, threads)
