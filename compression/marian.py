@@ -1,0 +1,435 @@
+"""Hugging Face MarianMT (opus-mt) checkpoints in and out of tzip.
+
+Import (``import_marian``): a MarianMT directory (config.json, optional generation_config.json,
+safetensors or pytorch_model.bin weights, source.spm, target.spm, vocab.json) becomes our
+``Transformer`` and a Marian-vocabulary ``Tokenizer``. Weights are renamed (``model.`` dropped) and
+nothing else: every configuration our model does not compute identically is refused, all problems
+in one ``UnsupportedMarian`` error, each naming the option.
+
+Export (``export_marian``): one of our models becomes a MarianMT directory that
+``transformers.MarianMTModel``/``MarianTokenizer`` load and ``ctranslate2``'s TransformersConverter
+converts. CTranslate2's Marian loader drops the LAST vocabulary entry as the pad token, so the
+export moves pad to the end: our SentencePiece ids (pad 0, eos 1, unk 2) become Marian's
+(eos 0, unk 1, pad V-1); ``vocab.json`` carries the renumbering, so the same text gives the same
+pieces in every engine.
+
+Two Marian conventions our search does not have, and how they are kept:
+- opus-mt never emits pad (``bad_words_ids=[[pad]]``, and CTranslate2 removes pad from the
+  vocabulary). Single-token ``bad_words_ids`` are imported into ``final_logits_bias`` as
+  ``SUPPRESSED_LOGIT``, which removes them from greedy and beam search alike.
+- CTranslate2 starts decoding from a zero embedding, transformers from the pad row. They agree when
+  that row is zero, as in every opus-mt model; the export records whether it is (``tzip_export.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import ACTIVATIONS, ModelConfig, Transformer, sinusoidal_positions
+from .tokenizer import MarianVocab, Tokenizer
+
+log = logging.getLogger(__name__)
+
+SUPPRESSED_LOGIT = -1e4  # exp(-1e4) is 0 in every float type, and -1e4 still fits in float16
+MARIAN_LAYER_NORM_EPS = 1e-5  # MarianMTModel's nn.LayerNorm default; not configurable there
+EXPORT_RECORD = "tzip_export.json"
+
+# BART-era keys that opus-mt config.json files still carry; MarianMTModel ignores them and always
+# computes the value on the right. A checkpoint that says otherwise was not made for that code.
+LEGACY_OPTIONS = {
+    "normalize_before": (False, "pre-norm layers"),
+    "encoder_normalize_before": (False, "pre-norm encoder layers"),
+    "decoder_normalize_before": (False, "pre-norm decoder layers"),
+    "normalize_embedding": (False, "a layer norm on the embeddings (layernorm_embedding)"),
+    "add_final_layer_norm": (False, "a layer norm after the last layer"),
+    "static_position_embeddings": (True, "learned position embeddings"),
+    "add_bias_logits": (False, "a second output bias"),
+}
+# weight names (after dropping "model.") that our model has no place for, with what they mean
+FOREIGN_WEIGHTS = {
+    "layernorm_embedding": "normalize_embedding / layernorm_embedding",
+    "encoder.layer_norm": "normalize_before / add_final_layer_norm",
+    "decoder.layer_norm": "normalize_before / add_final_layer_norm",
+}
+TIED = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")
+POSITIONS = ("encoder.embed_positions.weight", "decoder.embed_positions.weight")
+
+
+class UnsupportedMarian(ValueError):
+    """The checkpoint uses something tzip does not compute identically; the message lists every problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"{source} cannot be imported without changing what it computes:\n{lines}\n"
+            "tzip imports post-norm MarianMT models with tied, shared embeddings and sinusoidal positions "
+            "(the opus-mt family); convert anything else with its own toolkit."
+        )
+
+
+@dataclass
+class MarianCheckpoint:
+    """What a MarianMT directory holds, read but not yet checked."""
+
+    name: str
+    config: dict[str, Any]
+    generation: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    source_spm: bytes
+    target_spm: bytes
+    vocab: dict[str, int]
+    tokenizer_config: dict[str, Any] = field(default_factory=dict)
+    has_target_vocab: bool = False
+
+
+# -- pure checks and mappings ---------------------------------------------------------------------
+def check_config(hf: dict[str, Any]) -> list[str]:
+    """Everything in a MarianMT config.json that our model cannot compute identically."""
+    problems = []
+    if hf.get("model_type") != "marian":
+        problems.append(f"model_type={hf.get('model_type')!r}: only 'marian' (MarianMTModel) checkpoints are imported")
+    arch = hf.get("architectures") or ["MarianMTModel"]
+    if "MarianMTModel" not in arch:
+        problems.append(f"architectures={arch}: only MarianMTModel (encoder-decoder) is imported")
+    act = hf.get("activation_function", "gelu")
+    if act not in ACTIVATIONS:
+        problems.append(f"activation_function={act!r} is not implemented (supported: {', '.join(sorted(ACTIVATIONS))})")
+    for key, (marian, meaning) in LEGACY_OPTIONS.items():
+        if key in hf and hf[key] is not None and bool(hf[key]) != marian:
+            problems.append(f"{key}={hf[key]!r} asks for {meaning}; tzip implements Marian's {key}={marian}")
+    for a, b in (("encoder_attention_heads", "decoder_attention_heads"), ("encoder_ffn_dim", "decoder_ffn_dim")):
+        if hf.get(a) != hf.get(b):
+            problems.append(f"{a}={hf.get(a)} differs from {b}={hf.get(b)}; tzip uses one value for both stacks")
+    if not hf.get("share_encoder_decoder_embeddings", True):
+        problems.append("share_encoder_decoder_embeddings=false (separate source and target vocabularies); "
+                        "tzip ties one embedding to both sides and the output layer")
+    if hf.get("decoder_vocab_size") not in (None, hf.get("vocab_size")):
+        problems.append(f"decoder_vocab_size={hf.get('decoder_vocab_size')} differs from vocab_size={hf.get('vocab_size')} "
+                        "(separate vocabularies)")
+    if not isinstance(hf.get("eos_token_id"), int):
+        problems.append(f"eos_token_id={hf.get('eos_token_id')!r}: tzip needs exactly one end-of-sentence id")
+    if hf.get("pad_token_id") is None:
+        problems.append("pad_token_id is missing: MarianMT pads and starts decoding with it")
+    if hf.get("d_model", 0) % max(hf.get("encoder_attention_heads") or 1, 1):
+        problems.append(f"d_model={hf.get('d_model')} is not divisible by encoder_attention_heads")
+    return problems
+
+
+def model_config(hf: dict[str, Any], vocab: MarianVocab) -> ModelConfig:
+    """config.json of a checked checkpoint -> our ModelConfig (ids are Marian's vocabulary ids)."""
+    return ModelConfig(
+        vocab_size=hf["vocab_size"],
+        d_model=hf["d_model"],
+        n_heads=hf["encoder_attention_heads"],
+        ffn_dim=hf["encoder_ffn_dim"],
+        encoder_layers=hf["encoder_layers"],
+        decoder_layers=hf["decoder_layers"],
+        dropout=hf.get("dropout", 0.1),
+        attention_dropout=hf.get("attention_dropout", 0.0),
+        activation_dropout=hf.get("activation_dropout", 0.0),
+        activation=hf.get("activation_function", "gelu"),
+        normalize_before=False,
+        scale_embedding=bool(hf.get("scale_embedding", False)),
+        max_positions=hf["max_position_embeddings"],
+        pad_id=hf["pad_token_id"],
+        eos_id=hf["eos_token_id"],
+        unk_id=vocab.unk_id,
+        decoder_start_id=hf.get("decoder_start_token_id", hf["pad_token_id"]),
+        layer_norm_eps=MARIAN_LAYER_NORM_EPS,
+    )
+
+
+def check_vocab(hf: dict[str, Any], vocab: MarianVocab) -> list[str]:
+    problems = []
+    if vocab.size > hf.get("vocab_size", 0):
+        problems.append(f"vocab.json has ids up to {vocab.size - 1} but vocab_size={hf.get('vocab_size')}")
+    for name, key in (("pad", "pad_token_id"), ("eos", "eos_token_id")):
+        if isinstance(hf.get(key), int) and getattr(vocab, f"{name}_id") != hf[key]:
+            problems.append(f"{key}={hf[key]} but vocab.json maps {vocab.special[name]!r} to {getattr(vocab, f'{name}_id')}")
+    return problems
+
+
+def suppressed_ids(generation: dict[str, Any]) -> tuple[list[int], list[str]]:
+    """Single-token bad_words_ids (opus-mt: [[pad]]) -> ids to suppress; longer sequences are refused."""
+    bad = generation.get("bad_words_ids") or []
+    ids = sorted({seq[0] for seq in bad if len(seq) == 1})
+    longer = [seq for seq in bad if len(seq) != 1]
+    problems = [f"bad_words_ids has multi-token sequences {longer[:3]}: tzip's search only suppresses single tokens"]
+    return ids, problems if longer else []
+
+
+def state_from_marian(weights: dict[str, torch.Tensor], cfg: ModelConfig, expected: dict[str, torch.Size]
+                      ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Marian weight names/tensors -> our state dict (fp32), and every problem found."""
+    hf = {k.removeprefix("model."): v for k, v in weights.items()}
+    problems: list[str] = []
+    tied = [k for k in TIED if k in hf]
+    if not tied:
+        return {}, ["no embedding weights (model.shared.weight) in the checkpoint"]
+    shared = hf[tied[0]]
+    for k in tied[1:]:
+        if not torch.equal(hf[k], shared):
+            why = "tie_word_embeddings=false" if k == "lm_head.weight" else "share_encoder_decoder_embeddings=false"
+            problems.append(f"{k} differs from {tied[0]} ({why}): tzip ties the embeddings and the output layer")
+    for k in POSITIONS:
+        if k in hf:
+            want = sinusoidal_positions(cfg.max_positions, cfg.d_model)
+            if hf[k].shape != want.shape or not torch.allclose(hf[k].float(), want, atol=1e-4):
+                problems.append(f"{k} is not Marian's sinusoid (learned positions, static_position_embeddings=false)")
+    state = {"shared.weight": shared}
+    state["final_logits_bias"] = hf.get("final_logits_bias", torch.zeros(1, cfg.vocab_size))
+    rest = {k: v for k, v in hf.items() if k not in TIED + POSITIONS + ("final_logits_bias",)}
+    for k in sorted(rest):
+        if k not in expected:
+            meaning = next((m for prefix, m in FOREIGN_WEIGHTS.items() if prefix in k), "not part of MarianMTModel")
+            problems.append(f"unexpected weight {k} ({meaning})")
+        else:
+            state[k] = rest[k]
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        problems.append(f"missing weights {missing[:5]}{' …' if len(missing) > 5 else ''}")
+    for k, v in state.items():
+        if k in expected and v.shape != expected[k]:
+            problems.append(f"{k} has shape {tuple(v.shape)}, config.json implies {tuple(expected[k])}")
+    return {k: v.float() for k, v in state.items()}, problems
+
+
+# -- reading a MarianMT directory ----------------------------------------------------------------
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    def from_index(index: Path, load) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            out.update(load(directory / shard))
+        return out
+
+    def load_bin(p: Path) -> dict[str, torch.Tensor]:
+        return torch.load(p, map_location="cpu", weights_only=True)
+
+    if (directory / "model.safetensors").exists():
+        return load_file(str(directory / "model.safetensors"))
+    if (directory / "model.safetensors.index.json").exists():
+        return from_index(directory / "model.safetensors.index.json", lambda p: load_file(str(p)))
+    if (directory / "pytorch_model.bin").exists():
+        return load_bin(directory / "pytorch_model.bin")
+    if (directory / "pytorch_model.bin.index.json").exists():
+        return from_index(directory / "pytorch_model.bin.index.json", load_bin)
+    other = [p.name for p in directory.glob("*") if p.suffix in (".h5", ".msgpack")]
+    hint = (f" It has {other}: load it with transformers (from_tf/from_flax=True) and save_pretrained() it first."
+            if other else "")
+    raise FileNotFoundError(f"{directory} has no model.safetensors or pytorch_model.bin (sharded or not).{hint}")
+
+
+def _token_name(value: Any, default: str) -> str:
+    if isinstance(value, dict):  # transformers' serialised AddedToken
+        return value.get("content", default)
+    return value if isinstance(value, str) else default
+
+
+def read_checkpoint(directory: Path | str) -> MarianCheckpoint:
+    directory = Path(directory)
+    if not (directory / "config.json").exists():
+        raise FileNotFoundError(f"{directory}/config.json not found: pass a MarianMT checkpoint directory "
+                                "(e.g. a local copy of Helsinki-NLP/opus-mt-en-de)")
+    missing = [n for n in ("source.spm", "target.spm", "vocab.json") if not (directory / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"{directory} lacks {missing}: copy the tokenizer files of the checkpoint too")
+
+    def read_json(name: str) -> dict[str, Any]:
+        path = directory / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    config = read_json("config.json")
+    generation = {**config, **read_json("generation_config.json")}  # old checkpoints keep it in config.json
+    return MarianCheckpoint(
+        name=config.get("_name_or_path") or directory.resolve().name,
+        config=config,
+        generation=generation,
+        weights=read_weights(directory),
+        source_spm=(directory / "source.spm").read_bytes(),
+        target_spm=(directory / "target.spm").read_bytes(),
+        vocab=read_json("vocab.json"),
+        tokenizer_config=read_json("tokenizer_config.json"),
+        has_target_vocab=(directory / "target_vocab.json").exists(),
+    )
+
+
+# -- import ----------------------------------------------------------------------------------------
+def import_checkpoint(ckpt: MarianCheckpoint) -> tuple[Transformer, Tokenizer, dict[str, Any]]:
+    """A read checkpoint -> (model in eval mode, tokenizer, provenance metadata); UnsupportedMarian if refused."""
+    hf, tc = ckpt.config, ckpt.tokenizer_config
+    problems = check_config(hf)
+    if ckpt.has_target_vocab or tc.get("separate_vocabs"):
+        problems.append("separate_vocabs=true (target_vocab.json): tzip needs one vocabulary for both sides")
+    special = {name: _token_name(tc.get(f"{name}_token"), default)
+               for name, default in (("pad", "<pad>"), ("eos", "</s>"), ("unk", "<unk>"))}
+    try:
+        vocab = MarianVocab(ckpt.vocab, **special)
+    except ValueError as e:
+        raise UnsupportedMarian(ckpt.name, problems + [f"vocab.json: {e}"]) from e
+    problems += check_vocab(hf, vocab)
+    suppress, bad_problems = suppressed_ids(ckpt.generation)
+    problems += bad_problems
+    if problems:
+        raise UnsupportedMarian(ckpt.name, problems)
+
+    cfg = model_config(hf, vocab)
+    model = Transformer(cfg)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    state, problems = state_from_marian(ckpt.weights, cfg, expected)
+    if problems:
+        raise UnsupportedMarian(ckpt.name, problems)
+    if suppress:
+        state["final_logits_bias"] = state["final_logits_bias"].clone()  # may share memory with the checkpoint
+        state["final_logits_bias"][0, suppress] = SUPPRESSED_LOGIT
+    model.load_state_dict(state, strict=True)
+    tokenizer = Tokenizer(model_proto=ckpt.source_spm, vocab=vocab, target_proto=ckpt.target_spm)
+    meta = {
+        "origin": {
+            "format": "marian",
+            "checkpoint": ckpt.name,
+            "transformers_version": hf.get("transformers_version"),
+            "suppressed_ids": suppress,
+            "suppressed_logit": SUPPRESSED_LOGIT if suppress else None,
+        }
+    }
+    return model.eval(), tokenizer, meta
+
+
+def import_marian(directory: Path | str) -> tuple[Transformer, Tokenizer, dict[str, Any]]:
+    return import_checkpoint(read_checkpoint(directory))
+
+
+# -- export ----------------------------------------------------------------------------------------
+def export_order(cfg: ModelConfig) -> list[int]:
+    """Our ids in export order: pad moves to the end (CTranslate2 drops the last entry as pad)."""
+    return [i for i in range(cfg.vocab_size) if i != cfg.pad_id] + [cfg.pad_id]
+
+
+def check_exportable(cfg: ModelConfig) -> list[str]:
+    problems = []
+    if cfg.normalize_before:
+        problems.append("normalize_before=True (pre-norm): MarianMTModel is post-norm only")
+    if cfg.layer_norm_eps != MARIAN_LAYER_NORM_EPS:
+        problems.append(f"layer_norm_eps={cfg.layer_norm_eps}: MarianMTModel's layer norms use {MARIAN_LAYER_NORM_EPS}")
+    return problems
+
+
+def marian_state(model: Transformer, order: list[int]) -> dict[str, torch.Tensor]:
+    """Our weights under MarianMTModel's names, rows of the vocabulary in export order.
+
+    Only model.shared.weight is written, as save_pretrained does; transformers ties the encoder and
+    decoder embeddings and lm_head to it, and computes the sinusoidal positions itself."""
+    idx = torch.tensor(order)
+    out = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().float().cpu()
+        if name == "shared.weight":
+            t = t.index_select(0, idx)
+        elif name == "final_logits_bias":
+            t = t.index_select(1, idx)
+        out[name if name == "final_logits_bias" else f"model.{name}"] = t.contiguous()
+    return out
+
+
+def marian_vocab(tok: Tokenizer, order: list[int]) -> tuple[dict[str, int], dict[str, str]]:
+    """vocab.json (piece -> export id) and the special pieces' names."""
+    pieces = {tok.id_to_piece(old): new for new, old in enumerate(order)}
+    if len(pieces) != len(order):
+        raise ValueError("two ids share one piece; such a vocabulary cannot be written as vocab.json")
+    special = {"pad": tok.id_to_piece(tok.pad_id), "eos": tok.id_to_piece(tok.eos_id), "unk": tok.id_to_piece(tok.unk_id)}
+    return pieces, special
+
+
+def marian_config(cfg: ModelConfig, new_id: dict[int, int]) -> dict[str, Any]:
+    return {
+        "architectures": ["MarianMTModel"],
+        "model_type": "marian",
+        "vocab_size": cfg.vocab_size,
+        "decoder_vocab_size": cfg.vocab_size,
+        "d_model": cfg.d_model,
+        "encoder_layers": cfg.encoder_layers,
+        "decoder_layers": cfg.decoder_layers,
+        "encoder_attention_heads": cfg.n_heads,
+        "decoder_attention_heads": cfg.n_heads,
+        "encoder_ffn_dim": cfg.ffn_dim,
+        "decoder_ffn_dim": cfg.ffn_dim,
+        "activation_function": cfg.activation,
+        "dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout,
+        "activation_dropout": cfg.activation_dropout,
+        "scale_embedding": cfg.scale_embedding,
+        "max_position_embeddings": cfg.max_positions,
+        "pad_token_id": new_id[cfg.pad_id],
+        "eos_token_id": new_id[cfg.eos_id],
+        "decoder_start_token_id": new_id[cfg.decoder_start_id],
+        "forced_eos_token_id": None,  # tzip's search does not force EOS at the length limit
+        "bos_token_id": None,
+        "share_encoder_decoder_embeddings": True,
+        "tie_word_embeddings": True,
+        "is_encoder_decoder": True,
+        "normalize_before": False,
+        "normalize_embedding": False,
+        "static_position_embeddings": True,
+        "add_bias_logits": False,
+        "add_final_layer_norm": False,
+        "dtype": "float32",
+    }
+
+
+def export_marian(model: Transformer, tok: Tokenizer, out: Path | str, source: dict[str, Any] | None = None) -> dict:
+    """Write a MarianMT directory; returns the export record (also written as tzip_export.json)."""
+    cfg, out = model.cfg, Path(out)
+    problems = check_exportable(cfg)
+    if problems:
+        raise ValueError("cannot export to MarianMT without changing what the model computes: " + "; ".join(problems))
+    if tok.vocab_size != cfg.vocab_size:
+        raise ValueError(f"tokenizer has {tok.vocab_size} ids but the model {cfg.vocab_size}; they do not belong together")
+    order = export_order(cfg)
+    new_id = {old: new for new, old in enumerate(order)}
+    pieces, special = marian_vocab(tok, order)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(marian_state(model, order), str(out / "model.safetensors"), metadata={"format": "pt"})
+    hf = marian_config(cfg, new_id)
+    generation = {k: hf[k] for k in ("decoder_start_token_id", "eos_token_id", "pad_token_id", "forced_eos_token_id",
+                                     "bos_token_id")} | {"max_length": cfg.max_positions, "num_beams": 1}
+    tokenizer_config = {
+        "tokenizer_class": "MarianTokenizer",
+        "model_max_length": cfg.max_positions,
+        "separate_vocabs": False,
+        **{f"{name}_token": piece for name, piece in special.items()},
+    }
+    start_row = model.shared.weight[cfg.decoder_start_id].detach()
+    zero_start = bool(torch.count_nonzero(start_row) == 0)
+    record = {
+        "format": "marian",
+        "source": source or {},
+        "model": cfg.to_dict(),
+        "id_map": "pad moved to the end: export id = tzip id - (tzip id > pad), pad -> vocab_size - 1",
+        "ctranslate2_exact": zero_start,
+        "ctranslate2_note": None if zero_start else (
+            "CTranslate2 starts decoding from a zero embedding; this model's start-token embedding is not zero "
+            f"(max |x| = {start_row.abs().max().item():.3g}), so CTranslate2's translations can differ from "
+            "transformers' and tzip's"),
+    }
+    if not zero_start:
+        log.warning(record["ctranslate2_note"])
+    files = {
+        "config.json": hf,
+        "generation_config.json": generation,
+        "tokenizer_config.json": tokenizer_config,
+        "vocab.json": pieces,
+        EXPORT_RECORD: record,
+    }
+    for name, obj in files.items():
+        (out / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "source.spm").write_bytes(tok.proto)
+    (out / "target.spm").write_bytes(tok.target_proto)
+    return record
