@@ -126,16 +126,142 @@ def export_model(model, tokenizer_file: Path, out_dir: Path | str, meta: dict[st
     return export_weights(model.cfg, weights, tokenizer_file, out_dir, meta, config)
 
 
-def source_meta(directory: Path) -> dict[str, Any]:
-    """Name, method, sizes and BLEU of a model or variant directory, from its manifest and metrics."""
+def model_dir_bytes(directory: Path) -> int:
+    """Bytes of a model directory as the variants count them: every file but the shared tokenizer."""
+    return sum(p.stat().st_size for p in directory.iterdir()
+               if p.is_file() and not p.name.startswith(".") and p.name != fmt.TOKENIZER_FILE)
+
+
+def source_meta(directory: Path, base_dir: Path | None = None) -> dict[str, Any]:
+    """Name, method, sizes and BLEU (PyTorch) of a model or variant directory, from its manifest and metrics."""
     man = manifest_lib.read(directory)
-    meta = {k: man[k] for k in EXPORTED_META if k in man}
-    meta.setdefault("name", directory.name)
-    meta.setdefault("method", man.get("method", "none"))
+    meta: dict[str, Any] = {"name": man.get("name"), "method": man.get("method", "none"), "bits": None, "sparsity": None}
+    meta.update({k: man[k] for k in EXPORTED_META if k in man})
     metrics_file = directory / "metrics.json"
-    if "bleu" not in meta and metrics_file.exists():
+    if meta.get("bleu") is None and metrics_file.exists():
         test = json.loads(metrics_file.read_text()).get("test_2016_flickr", {})
         meta["bleu"] = test.get("beam5", {}).get("bleu")
         meta["bleu_greedy"] = test.get("greedy", {}).get("bleu")
-    meta["source"] = {"name": meta["name"], "bytes": man.get("bytes"), "format": man.get("format")}
+    if meta.get("base_model_bytes") is None and base_dir is not None:
+        meta["base_model_bytes"] = model_dir_bytes(base_dir)
+    meta["source"] = {"name": man.get("name"), "format": man.get("format"), "bytes": man.get("bytes"),
+                      "model_bytes": man.get("model_bytes", model_dir_bytes(directory))}
     return meta
+
+
+def default_precision(meta: dict[str, Any]) -> str:
+    """fp16 and int8 baselines become the fp16 (GPU) and int8-dynamic (CPU) graphs; the rest fp32."""
+    return {"fp16": "fp16", "int8": "int8"}.get(str(meta.get("method")), "fp32")
+
+
+def export_directory(source: Path | str, out_dir: Path | str, config: ExportConfig | None = None,
+                     base_dir: Path | str | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export a model directory (PyTorch checkpoint) or a compressed variant directory (compact weights).
+
+    ``config`` defaults to the precision the source's method calls for (``default_precision``); ``meta``
+    overrides manifest fields (e.g. a new name for a derived export). Every file of the source is
+    verified against its manifest first."""
+    from .checkpoint import DEFAULT_MODEL
+
+    source = Path(source)
+    manifest_lib.verify(source)
+    base_dir = Path(base_dir) if base_dir is not None else DEFAULT_MODEL
+    full_meta = {**source_meta(source, base_dir), **(meta or {})}
+    config = config or ExportConfig(precision=default_precision(full_meta))
+    weights, cfg, storage = read_weights(source, config)
+    return export_weights(cfg, weights, source / fmt.TOKENIZER_FILE, out_dir, full_meta, config, storage)
+
+
+def read_weights(source: Path, config: ExportConfig) -> tuple[WeightSource, Any, str]:
+    """(weight source, ModelConfig, storage) of a checkpoint or a compact variant directory."""
+    from .model import ModelConfig
+
+    untie = config.precision == "int8"  # the quantizer needs plain initializers
+    variant_file = source / "variant.json"
+    if variant_file.exists():
+        from . import compact
+        from .onnx_compact import CompactWeights
+
+        cfg = ModelConfig.from_dict(json.loads(variant_file.read_text())["model"])
+        records = compact.read_tensors(source)
+        all_dense = all(r["kind"] == "dense" for r in records.values())
+        if config.compact and not untie and not (all_dense and config.precision == "fp32"):
+            return CompactWeights(records), cfg, "dense" if all_dense else "compact"
+        return DenseWeights({n: compact.dequantize(r) for n, r in records.items()}, untie=untie), cfg, "dense"
+    from .checkpoint import load_model
+
+    model, _ = load_model(source)
+    return DenseWeights(state_arrays(model), untie=untie), model.cfg, "dense"
+
+
+def export_model_meta(out_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """Add fields (e.g. BLEU measured through ONNX Runtime) to an export's manifest."""
+    old = manifest_lib.read(out_dir)
+    return write_manifest(out_dir, {**{k: v for k, v in old.items() if k not in ("files", "bytes", "model_bytes", "ratio")},
+                                    **extra})
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    name: str
+    source: Path
+    precision: str
+    base_dir: Path
+    meta: dict
+
+
+SPEED_VARIANTS = {  # exported from the base when no compressed variant of that name exists
+    "fp16": {"method": "fp16", "bits": 16, "precision": "fp16"},
+    "int8": {"method": "int8-dynamic", "bits": 8, "precision": "int8"},
+}
+
+
+def plan_exports(names: list[str] | None, model_dir: Path | str | None = None,
+                 variants_root: Path | str | None = None) -> list[ExportJob]:
+    """What to export: the named variants, or (names=None) the base, every variant found under
+    ``variants_root`` by its manifest, and the fp16/int8 speed variants."""
+    from .checkpoint import DEFAULT_MODEL
+
+    base_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
+    base_name = manifest_lib.read(base_dir).get("name", "base")
+    found: dict[str, Path] = {base_name: base_dir}
+    try:
+        from .variants import DEFAULT_ROOT, list_variants
+
+        for v in list_variants(variants_root or DEFAULT_ROOT):
+            found.setdefault(v["name"], Path(v["path"]))
+    except ImportError:  # compression variants not available (e.g. a checkout without them)
+        pass
+    wanted = names if names is not None else sorted(found, key=lambda n: (n != base_name, n)) + \
+        [n for n in SPEED_VARIANTS if n not in found]
+    jobs = []
+    for name in wanted:
+        if name in found:
+            meta = {"name": name}
+            precision = default_precision(manifest_lib.read(found[name]))
+            jobs.append(ExportJob(name, found[name], precision, base_dir, meta))
+        elif name in SPEED_VARIANTS:
+            spec = SPEED_VARIANTS[name]
+            meta = {"name": name, "method": spec["method"], "bits": spec["bits"], "bleu": None, "bleu_greedy": None,
+                    "derived_from": base_name}
+            jobs.append(ExportJob(name, base_dir, spec["precision"], base_dir, meta))
+        else:
+            raise KeyError(f"no model or variant named {name!r}; known: {sorted(set(found) | set(SPEED_VARIANTS))} "
+                           "(compress one with `python -m compression compress --config configs/variants/<name>.toml`)")
+    return jobs
+
+
+def evaluate_export(directory: Path | str, limit: int | None = None, batch_size: int = 64) -> dict[str, Any]:
+    """Test BLEU (greedy and beam 5) through ONNX Runtime on the CPU, recorded in the export's manifest as
+    ``bleu_onnx`` / ``bleu_greedy_onnx`` (and as ``bleu`` where the source had no PyTorch score)."""
+    from .evaluate import evaluate
+    from .runtime import OnnxTranslator
+
+    directory = Path(directory)
+    result = evaluate(OnnxTranslator(directory), "test_2016_flickr", (1, 5), limit, batch_size)
+    extra: dict[str, Any] = {"bleu_onnx": result["beam5"]["bleu"], "bleu_greedy_onnx": result["greedy"]["bleu"],
+                             "onnx_eval": {"limit": limit, "provider": result["provider"]}}
+    old = manifest_lib.read(directory)
+    if old.get("bleu") is None and limit is None:
+        extra.update(bleu=extra["bleu_onnx"], bleu_greedy=extra["bleu_greedy_onnx"])
+    return export_model_meta(directory, extra)
