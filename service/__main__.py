@@ -1,11 +1,10 @@
-"""python -m service: validate the TZIP_* settings, then run uvicorn on TZIP_HOST:TZIP_PORT."""
+"""python -m service: validate the TZIP_* settings and the exports, then run uvicorn on TZIP_HOST:TZIP_PORT."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
-from .registry import StartupError
 from .settings import SettingsError, get_settings
 
 
@@ -18,15 +17,18 @@ def main() -> int:
     import uvicorn
 
     from .main import create_app
+    from .metrics import Metrics
+    from .registry import StartupError, VariantRegistry
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        # one worker: batching needs every request of a variant in one process
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                    workers=1, timeout_graceful_shutdown=10)
+        VariantRegistry(settings, Metrics()).discover()  # the lifespan checks again; this gives a clean message
     except StartupError as e:
         print(f"tzip service cannot start: {e}", file=sys.stderr)
         return 2
+    # one worker: batching needs every request of a variant in one process
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                workers=1, timeout_graceful_shutdown=10)
     return 0
 
 

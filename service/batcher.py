@@ -89,7 +89,9 @@ class DynamicBatcher:
             self._task = None
         while self._jobs:
             job = self._jobs.popleft()
-            if not job.future.done():
+            if job.abandoned:
+                job.future.cancel()
+            elif not job.future.done():
                 job.future.set_exception(Overloaded(f"variant {self.name!r} was unloaded", 1))
         self._queued = 0
         self._gauge()

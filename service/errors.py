@@ -44,7 +44,7 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
         lines.append(f"{where}: {e.get('msg', 'invalid')}")
         slim.append({"loc": where, "type": e.get("type"), "msg": e.get("msg")})
     detail = "; ".join(lines)
-    if any(_where(e.get("loc", ())) == "body" and e.get("type") in ("model_type", "dict_type") for e in errors):
+    if any(_where(e.get("loc", ())) == "body" and e.get("type") != "value_error" for e in errors):
         detail += ' (send a JSON object such as {"text": "..."} with Content-Type: application/json)'
     return JSONResponse({"detail": detail, "errors": slim}, status_code=422)
 

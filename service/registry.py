@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -66,9 +67,18 @@ class Variant:
     def cost(self) -> int:
         return int(self.manifest.get("bytes") or 0)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The longest output the variant's position table allows (None when its translator does not say)."""
+        spec = getattr(self.translator, "spec", None)
+        return getattr(spec, "max_positions", None)
+
     async def submit(self, texts: list[str], cfg: SearchConfig, timeout_s: float) -> BatchResult:
         if self.batcher is None:
             raise VariantUnavailable(f"variant {self.name!r} is not loaded; retry")
+        cap = self.max_positions
+        if cap is not None and cfg.max_len > cap:  # a longer output would index past the position table
+            cfg = dataclasses.replace(cfg, max_len=cap)
         return await self.batcher.submit(texts, cfg, timeout_s)
 
     @property
@@ -88,7 +98,8 @@ def pick_default(manifests: list[dict[str, Any]]) -> str:
     """The uncompressed variant (by metadata), else the largest one: the reference the others compress."""
     plain = [m for m in manifests if str(m.get("method", "")).lower() in ("none", "fp32", "")]
     pool = plain or manifests
-    return max(pool, key=lambda m: (int(m.get("bytes") or 0), str(m["name"])))["name"]
+    pool = sorted(pool, key=lambda m: str(m["name"]))  # ties: the first name wins
+    return max(pool, key=lambda m: int(m.get("bytes") or 0))["name"]
 
 
 class VariantRegistry:
