@@ -87,11 +87,19 @@ class Variant:
 
 
 def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
+    """auto -> cuda when this onnxruntime has the CUDA provider. For cuda, load the CUDA/cuDNN libraries of
+    installed nvidia-* wheels first (onnxruntime.preload_dlls), since the service never imports torch,
+    which would otherwise put them on the path. The provider that really runs is reported per variant."""
     import onnxruntime
 
-    return "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+    if device == "auto":
+        device = "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+    if device == "cuda" and hasattr(onnxruntime, "preload_dlls"):
+        try:
+            onnxruntime.preload_dlls()
+        except Exception as e:  # the libraries may be on LD_LIBRARY_PATH already
+            log.warning("onnxruntime.preload_dlls() failed (%s); relying on the system's CUDA libraries", e)
+    return device
 
 
 def pick_default(manifests: list[dict[str, Any]]) -> str:
@@ -234,7 +242,10 @@ class VariantRegistry:
             await self._make_room(v)
             start = time.perf_counter()
             try:
-                translator = await asyncio.to_thread(self._loader, self.settings.model_root, variant=v.name, device=self.device)
+                kw = {"threads": self.settings.ort_threads} if self.settings.ort_threads else {}
+                translator = await asyncio.to_thread(
+                    self._loader, self.settings.model_root, variant=v.name, device=self.device, **kw
+                )
                 await asyncio.to_thread(translator.translate, [WARMUP_TEXT], SearchConfig(), 1)
             except Exception as e:
                 v.state, v.failed_at = "refused", time.monotonic()

@@ -6,6 +6,7 @@ stops the service before it binds its port, with a message that names the variab
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,7 +26,10 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     # variants
-    model_root: Path = Field(Path("build/onnx"), description="directory of exported variants (`make export`)")
+    model_root: Path = Field(
+        default_factory=lambda: Path(os.environ.get("TZIP_ONNX_ROOT", "build/onnx")),
+        description="directory of exported variants (`make export`); default $TZIP_ONNX_ROOT, else build/onnx",
+    )
     default_variant: str | None = Field(None, description="served when ?variant= is absent; default: the uncompressed one")
     preload: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated names loaded at start-up, or 'all' (the default is always preloaded)"
@@ -42,6 +46,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(1024, ge=1, description="sentences waiting per variant before 503 + Retry-After")
     request_timeout_s: float = Field(30, gt=0, description="a request still unanswered after this gets 503")
     inference_threads: int = Field(1, ge=1, le=64, description="inference calls running at once (all variants)")
+    ort_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads per session (0: its default)")
 
     # input limits
     max_texts: int = Field(64, ge=1, le=4096)

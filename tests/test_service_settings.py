@@ -35,6 +35,10 @@ def test_defaults_need_no_configuration(monkeypatch):
             monkeypatch.delenv(k)
     s = load_settings()
     assert s.model_root == Path("build/onnx") and s.device == "auto" and s.default_variant is None
+    monkeypatch.setenv("TZIP_ONNX_ROOT", "/exports")  # the export's own variable is honoured
+    assert load_settings().model_root == Path("/exports")
+    monkeypatch.setenv("TZIP_MODEL_ROOT", "/mine")
+    assert load_settings().model_root == Path("/mine")
 
 
 @pytest.mark.parametrize(

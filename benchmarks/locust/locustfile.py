@@ -37,16 +37,17 @@ def read_sentences(path: Path) -> list[str]:
 
 SENTENCES = read_sentences(DATA)
 VARIANTS: list[str] = [v for v in os.environ.get("TZIP_LOCUST_VARIANTS", "").split(",") if v]
-_next_variant = None
+_next_variant = itertools.cycle(VARIANTS) if VARIANTS else None
 
 
 @events.test_start.add_listener
 def _discover(environment, **_kw) -> None:
+    """Without TZIP_LOCUST_VARIANTS: every variant the service lists (and did not refuse)."""
     global _next_variant
-    if not VARIANTS:
+    if not VARIANTS and environment.host:
         with urllib.request.urlopen(f"{environment.host}/variants", timeout=30) as r:
             VARIANTS.extend(v["name"] for v in json.load(r) if v["state"] != "refused")
-    _next_variant = itertools.cycle(VARIANTS)
+        _next_variant = itertools.cycle(VARIANTS)
 
 
 class Translator(FastHttpUser):
@@ -54,11 +55,11 @@ class Translator(FastHttpUser):
 
     @task
     def translate(self) -> None:
-        variant = next(_next_variant) if _next_variant else (VARIANTS or ["default"])[0]
+        variant = next(_next_variant) if _next_variant else None  # None: the service's default
         texts = random.sample(SENTENCES, TEXTS)
         body = {"text": texts[0]} if TEXTS == 1 else {"texts": texts}
         body["beam"] = BEAM
-        name = f"/translate?variant={variant}"
+        name = f"/translate?variant={variant}" if variant else "/translate"
         with self.client.post(name, json=body, name=name, catch_response=True) as r:
             if r.status_code == 503:
                 r.failure(f"{SHED} (deliberate: queue full or request timed out), Retry-After {r.headers.get('Retry-After')}")

@@ -125,9 +125,10 @@ def run(args: argparse.Namespace) -> Path:
             "--csv", str(prefix), "--html", str(out / "report.html"), "--only-summary", "--stop-timeout", "10",
             *(["--processes", str(args.processes)] if args.processes > 1 else []),
         ]
-        started = time.time()
+        started, load_before = time.time(), os.getloadavg()
         subprocess.run(cmd, cwd=ROOT, env=env, check=False, stdout=open(out / "locust.log", "w"), stderr=subprocess.STDOUT)
         batches = scrape_batches(url)
+        providers = {v["name"]: v["provider"] for v in json.load(urllib.request.urlopen(f"{url}/variants")) if v["loaded"]}
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -144,6 +145,8 @@ def run(args: argparse.Namespace) -> Path:
         "beam": args.beam,
         "service_env": {k: v for k, v in env.items() if k.startswith("TZIP_") and not k.startswith("TZIP_LOCUST")},
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.system()}",
+        "providers": providers,
+        "loadavg_1m_before": round(load_before[0], 2),  # other work on the machine skews the figures
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "variants": summarize(prefix, args.texts, batches),
     }
@@ -162,7 +165,8 @@ def report(directory: Path) -> str:
     cmds = []
     for path in sorted(directory.glob("*/summary.json")):
         s = json.loads(path.read_text())
-        cmds.append(f"- `{s['label']}`: `{s['command']}` ({s['machine']}, {s['started']})")
+        prov = ", ".join(f"{k}: {v}" for k, v in s.get("providers", {}).items())
+        cmds.append(f"- `{s['label']}`: `{s['command']}` ({s['machine']}; {prov}; {s['started']})")
         for v, r in s["variants"].items():
             if v == "Aggregated" and len(s["variants"]) == 2:
                 continue
