@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,7 +250,7 @@ def read_checkpoint(directory: Path | str) -> MarianCheckpoint:
     config = read_json("config.json")
     generation = {**config, **read_json("generation_config.json")}  # old checkpoints keep it in config.json
     return MarianCheckpoint(
-        name=config.get("_name_or_path") or directory.resolve().name,
+        name=directory.resolve().name,  # not config's _name_or_path: often a path on the machine that converted it
         config=config,
         generation=generation,
         weights=read_weights(directory),
@@ -301,6 +302,12 @@ def import_checkpoint(ckpt: MarianCheckpoint) -> tuple[Transformer, Tokenizer, d
         }
     }
     return model.eval(), tokenizer, meta
+
+
+def model_name(checkpoint: str) -> str:
+    """A manifest name from a checkpoint name: Helsinki-NLP/opus-mt-en-de -> opus-mt-en-de."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", checkpoint.rstrip("/").split("/")[-1].lower()).strip("-._")
+    return name or "marian"
 
 
 def import_marian(directory: Path | str) -> tuple[Transformer, Tokenizer, dict[str, Any]]:

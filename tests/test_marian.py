@@ -76,6 +76,15 @@ def build_tiny_marian(directory: Path) -> None:
     (directory / "tokenizer_config.json").write_text(json.dumps({"source_lang": "en", "target_lang": "de"}))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one thread is faster, and far faster when other work shares the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("opus-mt-tiny")
@@ -179,6 +188,22 @@ def test_import_cli_writes_a_model_directory(hf_dir, imported, tmp_path, capsys)
     assert "--force" in capsys.readouterr().err
 
 
+def test_old_style_checkpoint_imports_the_same(hf_dir, hf_pair, imported, tmp_path):
+    """pytorch_model.bin with every tied copy and the stored sinusoids, as older opus-mt uploads have."""
+    import shutil
+
+    hf, _ = hf_pair
+    for f in hf_dir.iterdir():
+        if f.name != "model.safetensors":
+            shutil.copy(f, tmp_path / f.name)
+    state = hf.state_dict()
+    assert {"lm_head.weight", "model.encoder.embed_positions.weight", "model.decoder.embed_tokens.weight"} <= set(state)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    model, _, _ = import_checkpoint(read_checkpoint(tmp_path))
+    for k, v in imported[0].state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
 def _edit_config(**changes):
     return lambda c: c.config.update(changes)
 
@@ -247,7 +272,7 @@ def _ct2_greedy(directory: Path, out: Path, tok, texts: list[str]) -> list[list[
     from ctranslate2.converters import TransformersConverter
 
     TransformersConverter(str(directory)).convert(str(out), quantization="float32", force=True)
-    translator = ctranslate2.Translator(str(out), device="cpu", compute_type="float32")
+    translator = ctranslate2.Translator(str(out), device="cpu", compute_type="float32", intra_threads=1)
     results = translator.translate_batch([tok.pieces(t) + [tok.id_to_piece(tok.eos_id)] for t in texts],
                                          beam_size=1, max_decoding_length=GREEDY.max_len)
     return [r.hypotheses[0] for r in results]
@@ -310,3 +335,26 @@ def test_export_refuses_what_marian_cannot_compute(tiny_tokenizer, tmp_path):
                       decoder_layers=1, normalize_before=True)
     with pytest.raises(ValueError, match="normalize_before"):
         export_marian(Transformer(cfg), tiny_tokenizer, tmp_path)
+
+
+# -- the rest of the pipeline on an imported model ---------------------------------------------------
+def test_imported_model_exports_to_onnx_and_is_served(hf_dir, imported, tmp_path):
+    from compression.__main__ import main
+    from compression.export import export_directory
+    from compression.runtime import load_translator
+    from tests.service_helpers import make_app, running
+
+    model, tok, _ = imported
+    assert main(["import-marian", "--checkpoint", str(hf_dir), "--out", str(tmp_path / "opus"), "--name", "opus-tiny"]) == 0
+    root = tmp_path / "onnx"
+    export_directory(tmp_path / "opus", root / "opus-tiny", base_dir=tmp_path / "opus")
+    onnx = load_translator(root, variant="opus-tiny", threads=1)
+    torch_translator = TorchTranslator(model, tok)
+    for beam in (1, 3):
+        cfg = SearchConfig(beam=beam, max_len=20)
+        ids = tok.encode(TEXTS)
+        assert onnx.translate_ids(ids, cfg) == torch_translator.translate_ids(ids, cfg)
+    with running(make_app(root)) as client:
+        r = client.post("/translate?variant=opus-tiny", json={"texts": TEXTS[:3], "max_len": 20})
+        assert r.status_code == 200, r.text
+        assert r.json()["translations"] == torch_translator.translate(TEXTS[:3], SearchConfig(max_len=20))
