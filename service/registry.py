@@ -65,7 +65,7 @@ class Variant:
 
     @property
     def cost(self) -> int:
-        return int(self.manifest.get("bytes") or 0)
+        return int(_number(self.manifest.get("bytes")) or 0)
 
     @property
     def max_positions(self) -> int | None:
@@ -83,7 +83,7 @@ class Variant:
 
     @property
     def model_bytes(self) -> int:
-        return int(self.manifest.get("model_bytes") or self.manifest.get("bytes") or 0)
+        return int(_number(self.manifest.get("model_bytes")) or self.cost)
 
 
 def resolve_device(device: str) -> str:
@@ -215,12 +215,12 @@ class VariantRegistry:
         m = v.manifest
         return {
             "name": v.name,
-            "method": m.get("method"),
-            "bits": m.get("bits"),
-            "sparsity": m.get("sparsity"),
+            "method": None if m.get("method") is None else str(m["method"]),
+            "bits": _number(m.get("bits")),
+            "sparsity": _number(m.get("sparsity")),
             "bytes": v.cost,
             "model_bytes": v.model_bytes,
-            "ratio": m.get("ratio"),
+            "ratio": _number(m.get("ratio")),
             "bleu": bleu_of(m),
             "default": v.name == self.default,
             "loaded": v.state == "loaded",
@@ -300,15 +300,22 @@ class VariantRegistry:
         self.metrics.loaded_bytes.set(sum(x.cost for x in self._variants.values() if x.state == "loaded"))
 
 
+def _number(x: Any) -> float | None:
+    """A manifest figure as a number, or None when it is missing or not numeric (never a 500 on /variants)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    return x
+
+
 def bleu_of(manifest: dict[str, Any]) -> float | None:
-    """The manifest's BLEU as one number (a dict of scores gives its greedy test score)."""
+    """The manifest's test BLEU as one number (from a dict of scores: its greedy or beam score)."""
     b = manifest.get("bleu")
     if isinstance(b, dict):
-        for key in ("greedy", "bleu", "test", "test_2016_flickr"):
+        for key in ("bleu", "beam5", "greedy", "test_2016_flickr"):
             if key in b:
                 return bleu_of({"bleu": b[key]})
         return None
-    return float(b) if isinstance(b, int | float) else None
+    return _number(b)
 
 
 def _public_error(e: Exception) -> str:

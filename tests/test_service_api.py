@@ -124,3 +124,22 @@ def test_openapi_documents_the_api(client):
     params = {p["name"] for p in spec["paths"]["/translate"]["post"]["parameters"]}
     assert "variant" in params
     assert client.get("/docs").status_code == 200
+
+
+def test_variants_survives_odd_manifest_fields(variants_root):
+    from compression.runtime import list_exported
+    from service.main import create_app
+    from service.settings import load_settings
+
+    def lister(root):
+        found = list_exported(root)
+        for m in found:
+            if m["name"] == "tiny-int8":
+                m.update(bits="eight", sparsity=True, ratio=None, bleu={"beam5": 30.5, "greedy": 30.1})
+        return found
+
+    with running(create_app(load_settings(model_root=variants_root), lister=lister)) as c:
+        r = c.get("/variants")
+        assert r.status_code == 200
+        odd = next(v for v in r.json() if v["name"] == "tiny-int8")
+        assert (odd["bits"], odd["sparsity"], odd["ratio"], odd["bleu"]) == (None, None, None, 30.5)
