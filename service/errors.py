@@ -65,7 +65,8 @@ async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
 
 
 async def unavailable(request: Request, exc: VariantUnavailable) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

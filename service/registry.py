@@ -48,6 +48,10 @@ class UnknownVariant(LookupError):
 class VariantUnavailable(RuntimeError):
     """The variant exists but cannot serve now (refused at load, or it does not fit the memory budget)."""
 
+    def __init__(self, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 @dataclass
 class Variant:
@@ -75,7 +79,7 @@ class Variant:
 
     async def submit(self, texts: list[str], cfg: SearchConfig, timeout_s: float) -> BatchResult:
         if self.batcher is None:
-            raise VariantUnavailable(f"variant {self.name!r} is not loaded; retry")
+            raise VariantUnavailable(f"variant {self.name!r} is not loaded; retry", retry_after=1)
         cap = self.max_positions
         if cap is not None and cfg.max_len > cap:  # a longer output would index past the position table
             cfg = dataclasses.replace(cfg, max_len=cap)
@@ -282,7 +286,8 @@ class VariantRegistry:
                 if not idle:
                     raise VariantUnavailable(
                         f"variant {v.name!r} ({v.cost / 2**20:.1f} MB) does not fit TZIP_MEMORY_BUDGET_MB="
-                        f"{self.settings.memory_budget_mb:g} next to the variants in use; retry later or raise the budget"
+                        f"{self.settings.memory_budget_mb:g} next to the variants in use; retry later or raise the budget",
+                        retry_after=5,
                     )
                 await self._unload(min(idle, key=lambda x: x.last_used))
             v.state = "loading"

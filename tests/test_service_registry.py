@@ -70,7 +70,7 @@ def test_a_variant_larger_than_the_budget_is_503_not_a_crash(variants_root):
     tiny = sum(f.stat().st_size for f in find_exported("tiny", variants_root).iterdir())
     with running(make_app(variants_root, memory_budget_mb=(tiny + 1000) / 2**20)) as c:
         r = c.post("/translate?variant=tiny-int8", json={"text": "A"})
-        assert r.status_code == 503 and "TZIP_MEMORY_BUDGET_MB" in r.json()["detail"]
+        assert r.status_code == 503 and "TZIP_MEMORY_BUDGET_MB" in r.json()["detail"] and r.headers["Retry-After"]
         assert c.post("/translate", json={"text": "A"}).status_code == 200
 
 
