@@ -393,3 +393,9 @@ def test_imported_model_compresses_exports_to_onnx_and_is_served(hf_dir, importe
             r = client.post(f"/translate?variant={name}", json={"texts": TEXTS[:3], "max_len": 20})
             assert r.status_code == 200, r.text
             assert r.json()["translations"] == reference.translate(TEXTS[:3], SearchConfig(max_len=20)), name
+    # a compressed variant goes back to transformers too (its dequantised weights): same greedy output
+    assert main(["export-marian", "--model", str(variants / "opus-tiny-kmeans"), "--out", str(tmp_path / "hf-kmeans")]) == 0
+    vmodel, vtok, _ = load_variant(variants / "opus-tiny-kmeans")
+    hf_kmeans = transformers.MarianMTModel.from_pretrained(tmp_path / "hf-kmeans").eval()
+    c = vmodel.cfg
+    assert hf_greedy(hf_kmeans, ids, c.pad_id, c.eos_id, GREEDY) == TorchTranslator(vmodel, vtok).translate_ids(ids, GREEDY)
