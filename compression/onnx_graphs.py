@@ -75,7 +75,18 @@ class Graph:
         return name
 
     def add_output(self, value: str, name: str, elem_type: int, shape: list) -> None:
-        self.op("Identity", value, out=name)
+        """Expose ``value`` as graph output ``name``: renamed in place (an Identity node would copy it,
+        e.g. the whole KV cache every step), or through Identity when it is an input, constant or output."""
+        produced = any(value in n.output for n in self.nodes)
+        if not produced or value in self.initializers or any(o.name == value for o in self.outputs):
+            self.op("Identity", value, out=name)
+        else:
+            for node in self.nodes:
+                for field in (node.input, node.output):
+                    for j, v in enumerate(field):
+                        if v == value:
+                            field[j] = name
+            self.memo = {k: (name if v == value else v) for k, v in self.memo.items()}
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
 
     def to_model(self) -> onnx.ModelProto:
@@ -163,25 +174,33 @@ def layer_norm(g: Graph, cfg, w: WeightSource, x: str, prefix: str) -> str:
                 axis=-1, epsilon=cfg.layer_norm_eps)
 
 
-def split_heads(g: Graph, cfg, x: str) -> str:
-    """(B, T, D) -> (B, H, T, Dh)"""
-    h = g.op("Reshape", x, g.i64(0, 0, cfg.n_heads, cfg.d_model // cfg.n_heads))
-    return g.op("Transpose", h, perm=[0, 2, 1, 3])
+def split_heads(g: Graph, cfg, x: str, step: bool = False) -> str:
+    """(B, T, D) -> (B, H, T, Dh); in a decoder step x is (N, D) and T = 1, so no transpose is needed."""
+    Dh = cfg.d_model // cfg.n_heads
+    if step:
+        return g.op("Reshape", x, g.i64(0, cfg.n_heads, 1, Dh))
+    return g.op("Transpose", g.op("Reshape", x, g.i64(0, 0, cfg.n_heads, Dh)), perm=[0, 2, 1, 3])
 
 
-def project_kv(g: Graph, cfg, w: WeightSource, x: str, prefix: str) -> tuple[str, str]:
-    return split_heads(g, cfg, linear(g, w, x, f"{prefix}.k_proj")), split_heads(g, cfg, linear(g, w, x, f"{prefix}.v_proj"))
+def project_kv(g: Graph, cfg, w: WeightSource, x: str, prefix: str, step: bool = False) -> tuple[str, str]:
+    return (split_heads(g, cfg, linear(g, w, x, f"{prefix}.k_proj"), step),
+            split_heads(g, cfg, linear(g, w, x, f"{prefix}.v_proj"), step))
 
 
-def attention(g: Graph, cfg, w: WeightSource, x: str, prefix: str, k: str, v: str, mask: str | None) -> str:
-    """x (B, Tq, D); k, v (B, H, Tk, Dh); mask (B, 1, 1|Tq, Tk) bool, True = may attend, or None."""
+def attention(g: Graph, cfg, w: WeightSource, x: str, prefix: str, k: str, v: str, mask: str | None,
+              step: bool = False) -> str:
+    """x (B, Tq, D), or (N, D) in a decoder step; k, v (B, H, Tk, Dh); mask (B, 1, 1|Tq, Tk) bool,
+    True = may attend, or None."""
     head_dim = cfg.d_model // cfg.n_heads
-    q = g.op("Mul", split_heads(g, cfg, linear(g, w, x, f"{prefix}.q_proj")), g.scalar(head_dim**-0.5))
+    q = g.op("Mul", split_heads(g, cfg, linear(g, w, x, f"{prefix}.q_proj"), step), g.scalar(head_dim**-0.5))
     scores = g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2]))  # (B, H, Tq, Tk)
     if mask is not None:
         scores = g.op("Where", mask, scores, g.scalar(float(np.finfo(g.dtype).min)))
     out = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)  # (B, H, Tq, Dh)
-    out = g.op("Reshape", g.op("Transpose", out, perm=[0, 2, 1, 3]), g.i64(0, 0, cfg.d_model))
+    if step:
+        out = g.op("Reshape", out, g.i64(-1, cfg.d_model))  # (N, D)
+    else:
+        out = g.op("Reshape", g.op("Transpose", out, perm=[0, 2, 1, 3]), g.i64(0, 0, cfg.d_model))
     return linear(g, w, out, f"{prefix}.out_proj")
 
 
@@ -249,24 +268,24 @@ def build_decoder(cfg, w: WeightSource, float_dtype: Any = np.float32) -> onnx.M
             for i in range(cfg.decoder_layers)]
     start = g.op("Shape", past[0][0], start=2, end=3)  # tokens decoded so far = this token's position
     h = embed(g, cfg, w, g.op("Unsqueeze", tokens, g.i64(1)), start)  # (N, 1, D)
+    h = g.op("Reshape", h, g.i64(-1, cfg.d_model))  # (N, D): one position per row, linears become Gemm
     presents = []
     for i in range(cfg.decoder_layers):
         p = f"decoder.layers.{i}"
 
         def self_attention(x: str, i: int = i, p: str = p) -> str:
-            k, v = project_kv(g, cfg, w, x, f"{p}.self_attn")
+            k, v = project_kv(g, cfg, w, x, f"{p}.self_attn", step=True)  # (N, H, 1, Dh)
             k = g.op("Concat", g.op("Gather", past[i][0], reorder, axis=0), k, axis=2)  # (N, H, P+1, Dh)
             v = g.op("Concat", g.op("Gather", past[i][1], reorder, axis=0), v, axis=2)
             presents.append((k, v))
-            return attention(g, cfg, w, x, f"{p}.self_attn", k, v, None)  # one new query sees every key
+            return attention(g, cfg, w, x, f"{p}.self_attn", k, v, None, step=True)  # one new query sees every key
 
         h = sublayer(g, cfg, w, h, f"{p}.self_attn_layer_norm", self_attention)
         h = sublayer(g, cfg, w, h, f"{p}.encoder_attn_layer_norm",
-                     lambda x, i=i, p=p: attention(g, cfg, w, x, f"{p}.encoder_attn", *cross[i], src_mask))
+                     lambda x, i=i, p=p: attention(g, cfg, w, x, f"{p}.encoder_attn", *cross[i], src_mask, step=True))
         h = sublayer(g, cfg, w, h, f"{p}.final_layer_norm", lambda x, p=p: ffn(g, cfg, w, x, p))
     if cfg.normalize_before:
         h = layer_norm(g, cfg, w, h, "decoder.layer_norm")
-    h = g.op("Reshape", h, g.i64(-1, cfg.d_model))  # (N, D)
     logits = g.op("Add", g.op("MatMul", h, w.matrix(g, "shared.weight", transpose=True)),
                   w.vector(g, "final_logits_bias"))  # (N, V)
     if g.dtype != np.float32:

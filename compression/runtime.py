@@ -77,6 +77,8 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         so.intra_op_num_threads = threads
+    if os.environ.get("TZIP_ORT_NOSPIN"):
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # warnings about unused initializers after folding are noise
     return so
 
@@ -98,8 +100,35 @@ def make_session(path: Path, device: str, threads: int | None = None) -> tuple[o
     return session, provider
 
 
+def row_selector(value_types: list[str]) -> bytes:
+    """A tiny graph that gathers rows (axis 0) of each of several tensors: shrinks the cross keys/values
+    and source mask to the rows still decoding, on whatever device they live (no host round trip)."""
+    from onnx import TensorProto, helper
+
+    elem = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16, "tensor(bool)": TensorProto.BOOL}
+    inputs = [helper.make_tensor_value_info("rows", TensorProto.INT64, ["n"])]
+    outputs, nodes = [], []
+    for i, t in enumerate(value_types):
+        inputs.append(helper.make_tensor_value_info(f"x{i}", elem[t], None))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", elem[t], None))
+        nodes.append(helper.make_node("Gather", [f"x{i}", "rows"], [f"y{i}"], axis=0))
+    graph = helper.make_graph(nodes, "select_rows", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", fmt.OPSET)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
 class OrtStepper:
-    """One batch's encoder outputs and decoder cache as OrtValues; see ``compression.search.Stepper``."""
+    """One batch's encoder outputs and decoder cache as OrtValues; see ``compression.search.Stepper``.
+
+    Rows whose last token is EOS are finished: both searches of ``compression.search`` ignore their
+    scores (greedy overwrites them with EOS, beam search never extends them), so they are not computed.
+    Once the finished rows are a quarter of the batch, the batch shrinks to the live rows (the cache
+    through the decoder's ``reorder`` input, the encoder outputs through ``row_selector``): a batch of
+    32 sentences of mixed lengths no longer decodes its longest sentence 32 rows wide.
+    """
+
+    SHRINK = 0.75  # shrink when live rows <= this fraction of the rows computed
 
     def __init__(self, tr: OnnxTranslator, src: np.ndarray, expand: int):
         self.tr = tr
@@ -109,18 +138,44 @@ class OrtStepper:
         for name in tr.encoder_outputs:
             enc.bind_output(name, tr.device_type, tr.device_id)
         tr.encoder.run_with_iobinding(enc)
-        self.fixed = dict(zip(tr.encoder_outputs, enc.get_outputs(), strict=True))  # src_mask, cross_*
-        self.rows = src.shape[0] * expand
+        self.all_fixed = enc.get_outputs()  # src_mask, cross_* for every row
+        self.fixed = dict(zip(tr.encoder_outputs, self.all_fixed, strict=True))  # ... for the rows computed
+        self.n = src.shape[0] * expand
+        self.rows = np.arange(self.n, dtype=np.int64)  # original rows computed (and held in the cache), sorted
         s = tr.spec
-        empty = np.zeros((self.rows, s.n_heads, 0, s.head_dim), dtype=s.float_dtype)
+        empty = np.zeros((self.n, s.n_heads, 0, s.head_dim), dtype=s.float_dtype)
         self.past = {name: ort.OrtValue.ortvalue_from_numpy(empty, tr.device_type, tr.device_id) for name in tr.past_inputs}
-        self.identity = np.arange(self.rows, dtype=np.int64)
+
+    def _select_fixed(self, rows: np.ndarray) -> None:
+        tr = self.tr
+        b = tr.selector.io_binding()
+        b.bind_cpu_input("rows", rows)
+        for i, value in enumerate(self.all_fixed):
+            b.bind_ortvalue_input(f"x{i}", value)
+            b.bind_output(f"y{i}", tr.device_type, tr.device_id)
+        tr.selector.run_with_iobinding(b)
+        self.fixed = dict(zip(tr.encoder_outputs, b.get_outputs(), strict=True))
 
     def step(self, last: np.ndarray, reorder: np.ndarray | None) -> np.ndarray:
         tr = self.tr
+        held = self.rows  # rows whose cache the previous step produced
+        live = np.flatnonzero(last != tr.spec.eos_id)
+        if live.size == 0:
+            return np.zeros((self.n, tr.spec.vocab_size), dtype=np.float32)
+        rows = held
+        if live.size <= self.SHRINK * held.size or not np.isin(live, held).all():
+            rows = live
+            self._select_fixed(rows)
+        source = rows if reorder is None else np.asarray(reorder, dtype=np.int64)[rows]  # row each one continues
+        pos = np.searchsorted(held, source).clip(max=held.size - 1)
+        missing = held[pos] != source
+        if missing.any():
+            if np.isin(rows[missing], live).any():
+                raise RuntimeError("a live row continues a finished one: the search broke the stepper's contract")
+            pos[missing] = 0  # finished rows computed as padding: any cache row will do
         b = tr.decoder.io_binding()
-        b.bind_cpu_input("tokens", np.ascontiguousarray(last, dtype=np.int64))
-        b.bind_cpu_input("reorder", self.identity if reorder is None else np.ascontiguousarray(reorder, dtype=np.int64))
+        b.bind_cpu_input("tokens", np.ascontiguousarray(last[rows], dtype=np.int64))
+        b.bind_cpu_input("reorder", pos.astype(np.int64))
         for name, value in self.fixed.items():
             b.bind_ortvalue_input(name, value)
         for name, value in self.past.items():
@@ -131,7 +186,13 @@ class OrtStepper:
         tr.decoder.run_with_iobinding(b)
         outs = b.get_outputs()
         self.past = dict(zip(tr.past_inputs, outs[1:], strict=True))
-        return outs[0].numpy()
+        self.rows = rows
+        logp = outs[0].numpy()
+        if rows.size == self.n:
+            return logp
+        full = np.zeros((self.n, logp.shape[1]), dtype=np.float32)  # finished rows: ignored by the search
+        full[rows] = logp
+        return full
 
 
 class OnnxTranslator:
@@ -162,6 +223,8 @@ class OnnxTranslator:
             self.provider_note = "int8 MatMulInteger/DynamicQuantize nodes run partly on the CPU with host copies"
             log.warning("%s: %s", directory.name, self.provider_note)
         self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
+        self.selector = ort.InferenceSession(row_selector([o.type for o in self.encoder.get_outputs()]),
+                                             sess_options=session_options(threads), providers=self.encoder.get_providers())
         L = self.spec.decoder_layers
         self.past_inputs = [n for i in range(L) for n in fmt.past_names(i)]
         self.present_outputs = [n for i in range(L) for n in fmt.present_names(i)]
