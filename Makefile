@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+EXPORT_DIR ?= build/onnx
+EXPORT_STAMP := $(EXPORT_DIR)/.exported
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -11,11 +13,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[compress,service,bench,marian,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-.PHONY: install serve test lint translate
+.PHONY: install serve test lint translate export bench-speed
 install: $(STAMP)
 
-serve: $(STAMP)
+serve: $(STAMP) $(EXPORT_STAMP)
 	$(PY) -m service
+
+# ONNX exports of the base model and every variant under models/ (+ fp16 and int8-dynamic), redone when
+# a model or the export code changes; `make serve` serves them.
+export: $(EXPORT_STAMP)
+$(EXPORT_STAMP): $(STAMP) $(shell find models -name manifest.json 2>/dev/null) \
+		compression/export.py compression/onnx_graphs.py compression/onnx_compact.py compression/onnx_format.py
+	$(PY) -m compression export --all --out $(EXPORT_DIR)
+	touch $@
+
+# CPU speed benchmark (batch-1 latency, batch-32 throughput: ONNX Runtime variants, PyTorch eager, CTranslate2)
+bench-speed: $(EXPORT_STAMP)
+	$(PY) benchmarks/speed/bench.py --device cpu --export-dir $(EXPORT_DIR)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
