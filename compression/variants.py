@@ -77,8 +77,8 @@ def finalize(directory: Path | str, metrics: dict[str, Any], base_dir: Path | st
     test = metrics.get("test_2016_flickr", {})
     bleu, greedy = test.get("beam5", {}).get("bleu"), test.get("greedy", {}).get("bleu")
     path = directory / manifest.MANIFEST
-    guess = 0
-    for _ in range(20):  # the manifest records its own size: iterate to the fixed point
+    guess, pad = 0, ""
+    for _ in range(50):  # the manifest records its own size: grow the guess (or pad) to the fixed point
         model_bytes = dir_bytes(directory) - (path.stat().st_size if path.exists() else 0) + guess
         variant_bytes = model_bytes + (directory / TOKENIZER).stat().st_size
         meta = {k: info[k] for k in ("name", "method", "bits", "sparsity", "format")}
@@ -89,12 +89,15 @@ def finalize(directory: Path | str, metrics: dict[str, Any], base_dir: Path | st
             bleu=bleu, bleu_greedy=greedy, base_bleu=base["bleu"],
             retained=round(bleu / base["bleu"], 4) if bleu is not None and base["bleu"] else None,
             retained_greedy=round(greedy / base["bleu_greedy"], 4) if greedy is not None and base["bleu_greedy"] else None,
-            limit=test.get("limit"))
+            limit=test.get("limit"), pad=pad)
         out = manifest.write(directory, meta)
         size = path.stat().st_size
         if size == guess:
             return out
-        guess = size
+        if size < guess:
+            pad += " " * (guess - size)  # same numbers, so the next write is exactly `guess` bytes
+        else:
+            guess = size
     raise RuntimeError(f"the manifest of {directory} did not reach a fixed size; report this bug")
 
 

@@ -20,7 +20,8 @@ train_args=(--max-minutes "$minutes")
 eval_args=()
 device=${DEVICE:-cuda}
 if [ -n "${SMOKE:-}" ]; then
-  train_args=(--max-steps 3 --train-limit 2000)
+  train_args=(--max-steps 3 --train-limit 2000 --max-tokens 512)
+  export OMP_NUM_THREADS=1
   eval_args=(--limit 16)
   device=${DEVICE:-cpu}
 fi
