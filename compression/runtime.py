@@ -143,8 +143,8 @@ class OrtStepper:
         self.n = src.shape[0] * expand
         self.rows = np.arange(self.n, dtype=np.int64)  # original rows computed (and held in the cache), sorted
         s = tr.spec
-        empty = np.zeros((self.n, s.n_heads, 0, s.head_dim), dtype=s.float_dtype)
-        self.past = {name: ort.OrtValue.ortvalue_from_numpy(empty, tr.device_type, tr.device_id) for name in tr.past_inputs}
+        empty = ort.OrtValue.ortvalue_from_numpy(np.zeros((self.n, s.n_heads, 0, s.head_dim), dtype=s.float_dtype))
+        self.past = {name: empty for name in tr.past_inputs}  # zero-length cache (a host tensor: nothing to copy)
 
     def _select_fixed(self, rows: np.ndarray) -> None:
         tr = self.tr

@@ -141,6 +141,8 @@ def main() -> None:
     ap.add_argument("--no-ct2", action="store_true")
     ap.add_argument("--out", default=None, help="output prefix (default benchmarks/speed/results_<device>)")
     args = ap.parse_args()
+    if args.device == "cuda":
+        import torch  # noqa: F401  (before onnxruntime: it loads the CUDA libraries onnxruntime-gpu needs)
     out_prefix = Path(args.out or REPO / "benchmarks" / "speed" / f"results_{args.device}")
 
     pairs = load_split("test_2016_flickr")[: args.throughput_n]
