@@ -60,17 +60,26 @@ def build_graphs(cfg, weights: WeightSource, precision: str) -> dict[str, onnx.M
     return {fmt.ENCODER_FILE: build_encoder(cfg, weights, dtype), fmt.DECODER_FILE: build_decoder(cfg, weights, dtype)}
 
 
+def _not_quantizer_advice(record: logging.LogRecord) -> bool:
+    return "pre-processing before quantization" not in record.getMessage()
+
+
 def quantize_int8(directory: Path, per_channel: bool) -> None:
     """Dynamic int8 quantization of every MatMul with a constant weight (ONNX Runtime's quantizer), in place."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in (fmt.ENCODER_FILE, fmt.DECODER_FILE):
-            out = Path(tmp) / name
-            quantize_dynamic(directory / name, out, op_types_to_quantize=["MatMul"], per_channel=per_channel,
-                             weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
-            quantized[name] = onnx.load(str(out))
+    root = logging.getLogger()
+    root.addFilter(_not_quantizer_advice)  # its shape pre-pass advice is for CNNs; our graphs are fully typed
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in (fmt.ENCODER_FILE, fmt.DECODER_FILE):
+                out = Path(tmp) / name
+                quantize_dynamic(directory / name, out, op_types_to_quantize=["MatMul"], per_channel=per_channel,
+                                 weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+                quantized[name] = onnx.load(str(out))
+    finally:
+        root.removeFilter(_not_quantizer_advice)
     (directory / fmt.WEIGHTS_FILE).unlink()
     save_models(quantized, directory)
 
