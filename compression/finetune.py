@@ -105,7 +105,8 @@ def materialize(model: Transformer, method: Method, names: list[str]) -> Transfo
 
 def val_bleu(model: Transformer, method: Method, names: list[str], tok: Tokenizer, val, device) -> float:
     m = materialize(model, method, names)
-    hyps = TorchTranslator(m, tok, device).translate([s for s, _ in val], SearchConfig(beam=1), batch_size=128)
+    search = SearchConfig(beam=1, max_len=min(SearchConfig.max_len, m.cfg.max_positions - 1))
+    hyps = TorchTranslator(m, tok, device).translate([s for s, _ in val], search, batch_size=128)
     return bleu_chrf(hyps, [t for _, t in val])["bleu"]
 
 
