@@ -18,7 +18,9 @@ Two Marian conventions our search does not have, and how they are kept:
   vocabulary). Single-token ``bad_words_ids`` are imported into ``final_logits_bias`` as
   ``SUPPRESSED_LOGIT``, which removes them from greedy and beam search alike.
 - CTranslate2 starts decoding from a zero embedding, transformers from the pad row. They agree when
-  that row is zero, as in every opus-mt model; the export records whether it is (``tzip_export.json``).
+  that row is zero (CTranslate2's Marian loader assumes it, as in opus-mt models); the export records
+  whether it is (``tzip_export.json``). tzip's own models tie the output layer to the embeddings, so
+  training moves that row away from zero.
 """
 
 from __future__ import annotations
