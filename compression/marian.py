@@ -61,6 +61,14 @@ FOREIGN_WEIGHTS = {
     "encoder.layer_norm": "normalize_before / add_final_layer_norm",
     "decoder.layer_norm": "normalize_before / add_final_layer_norm",
 }
+# transformers' MarianConfig defaults, for keys a config.json leaves out (it loads them the same way)
+MARIAN_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 58101, "max_position_embeddings": 1024, "encoder_layers": 12, "encoder_ffn_dim": 4096,
+    "encoder_attention_heads": 16, "decoder_layers": 12, "decoder_ffn_dim": 4096, "decoder_attention_heads": 16,
+    "activation_function": "gelu", "d_model": 1024, "dropout": 0.1, "attention_dropout": 0.0,
+    "activation_dropout": 0.0, "scale_embedding": False, "pad_token_id": 58100, "eos_token_id": 0,
+    "decoder_start_token_id": 58100, "share_encoder_decoder_embeddings": True,
+}
 TIED = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")
 POSITIONS = ("encoder.embed_positions.weight", "decoder.embed_positions.weight")
 
@@ -267,7 +275,7 @@ def read_checkpoint(directory: Path | str) -> MarianCheckpoint:
 # -- import ----------------------------------------------------------------------------------------
 def import_checkpoint(ckpt: MarianCheckpoint) -> tuple[Transformer, Tokenizer, dict[str, Any]]:
     """A read checkpoint -> (model in eval mode, tokenizer, provenance metadata); UnsupportedMarian if refused."""
-    hf, tc = ckpt.config, ckpt.tokenizer_config
+    hf, tc = {**MARIAN_DEFAULTS, **ckpt.config}, ckpt.tokenizer_config
     problems = check_config(hf)
     if ckpt.has_target_vocab or tc.get("separate_vocabs"):
         problems.append("separate_vocabs=true (target_vocab.json): tzip needs one vocabulary for both sides")
