@@ -136,6 +136,13 @@ class DenseWeights:
     def vector(self, g: Graph, name: str) -> str:
         return g.const(self._get(name).astype(g.dtype), name)
 
+    def stacked(self, g: Graph, names: list[str]) -> tuple[str, str]:
+        """Weights (in, sum of outs) and biases of several linears side by side, as plain initializers."""
+        w = np.concatenate([self._get(f"{n}.weight").T for n in names], axis=1).astype(g.dtype)
+        b = np.concatenate([self._get(f"{n}.bias") for n in names]).astype(g.dtype)
+        label = f"{names[0]}+{len(names) - 1}"
+        return g.const(np.ascontiguousarray(w), f"{label}.weight.T"), g.const(b, f"{label}.bias")
+
 
 # -- the model's pieces ----------------------------------------------------------------------------
 def positions_table(g: Graph, cfg) -> str:
@@ -169,6 +176,18 @@ def linear(g: Graph, w: WeightSource, x: str, prefix: str) -> str:
     return g.op("Add", g.op("MatMul", x, w.matrix(g, f"{prefix}.weight", transpose=True)), w.vector(g, f"{prefix}.bias"))
 
 
+def linears(g: Graph, cfg, w: WeightSource, x: str, prefixes: list[str]) -> list[str]:
+    """Several d_model -> d_model projections of the same input (q, k, v) as ONE MatMul and a Split: fewer
+    kernels per step, and int8 quantizes the input once. Each output column is the same dot product."""
+    if hasattr(w, "stacked"):
+        weight, bias = w.stacked(g, prefixes)
+    else:  # constant Concat nodes: folded at load
+        weight = g.op("Concat", *[w.matrix(g, f"{p}.weight", transpose=True) for p in prefixes], axis=1)
+        bias = g.op("Concat", *[w.vector(g, f"{p}.bias") for p in prefixes], axis=0)
+    y = g.op("Add", g.op("MatMul", x, weight), bias)
+    return g.op("Split", y, g.i64(*[cfg.d_model] * len(prefixes)), axis=-1, n_out=len(prefixes)) if len(prefixes) > 1 else [y]
+
+
 def layer_norm(g: Graph, cfg, w: WeightSource, x: str, prefix: str) -> str:
     return g.op("LayerNormalization", x, w.vector(g, f"{prefix}.weight"), w.vector(g, f"{prefix}.bias"),
                 axis=-1, epsilon=cfg.layer_norm_eps)
@@ -182,17 +201,18 @@ def split_heads(g: Graph, cfg, x: str, step: bool = False) -> str:
     return g.op("Transpose", g.op("Reshape", x, g.i64(0, 0, cfg.n_heads, Dh)), perm=[0, 2, 1, 3])
 
 
-def project_kv(g: Graph, cfg, w: WeightSource, x: str, prefix: str, step: bool = False) -> tuple[str, str]:
-    return (split_heads(g, cfg, linear(g, w, x, f"{prefix}.k_proj"), step),
-            split_heads(g, cfg, linear(g, w, x, f"{prefix}.v_proj"), step))
+def self_attention_qkv(g: Graph, cfg, w: WeightSource, x: str, prefix: str, step: bool = False) -> tuple[str, str, str]:
+    """Projected q (not yet split into heads) and k, v split into heads (B, H, T, Dh)."""
+    q, k, v = linears(g, cfg, w, x, [f"{prefix}.q_proj", f"{prefix}.k_proj", f"{prefix}.v_proj"])
+    return q, split_heads(g, cfg, k, step), split_heads(g, cfg, v, step)
 
 
-def attention(g: Graph, cfg, w: WeightSource, x: str, prefix: str, k: str, v: str, mask: str | None,
+def attention(g: Graph, cfg, w: WeightSource, q: str, prefix: str, k: str, v: str, mask: str | None,
               step: bool = False) -> str:
-    """x (B, Tq, D), or (N, D) in a decoder step; k, v (B, H, Tk, Dh); mask (B, 1, 1|Tq, Tk) bool,
-    True = may attend, or None."""
+    """q projected (B, Tq, D), or (N, D) in a decoder step; k, v (B, H, Tk, Dh); mask (B, 1, 1|Tq, Tk)
+    bool, True = may attend, or None."""
     head_dim = cfg.d_model // cfg.n_heads
-    q = g.op("Mul", split_heads(g, cfg, linear(g, w, x, f"{prefix}.q_proj"), step), g.scalar(head_dim**-0.5))
+    q = g.op("Mul", split_heads(g, cfg, q, step), g.scalar(head_dim**-0.5))  # scaled after the bias, as in torch
     scores = g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2]))  # (B, H, Tq, Tk)
     if mask is not None:
         scores = g.op("Where", mask, scores, g.scalar(float(np.finfo(g.dtype).min)))
@@ -241,18 +261,23 @@ def build_encoder(cfg, w: WeightSource, float_dtype: Any = np.float32) -> onnx.M
     h = embed(g, cfg, w, src, g.i64(0))
     for i in range(cfg.encoder_layers):
         p = f"encoder.layers.{i}"
-        h = sublayer(g, cfg, w, h, f"{p}.self_attn_layer_norm",
-                     lambda x, p=p: attention(g, cfg, w, x, f"{p}.self_attn", *project_kv(g, cfg, w, x, f"{p}.self_attn"), mask))
+
+        def self_attention(x: str, p: str = p) -> str:
+            q, k, v = self_attention_qkv(g, cfg, w, x, f"{p}.self_attn")
+            return attention(g, cfg, w, q, f"{p}.self_attn", k, v, mask)
+
+        h = sublayer(g, cfg, w, h, f"{p}.self_attn_layer_norm", self_attention)
         h = sublayer(g, cfg, w, h, f"{p}.final_layer_norm", lambda x, p=p: ffn(g, cfg, w, x, p))
     if cfg.normalize_before:
         h = layer_norm(g, cfg, w, h, "encoder.layer_norm")
     expand1 = g.op("Reshape", expand, g.i64(1))
     memory = expand_rows(g, h, expand1, 3)  # (B*K, S, D)
     g.add_output(expand_rows(g, mask, expand1, 4), "src_mask", TensorProto.BOOL, ["rows", 1, 1, "src_len"])
+    # every decoder layer's cross-attention keys and values in one MatMul over the memory
+    kv = linears(g, cfg, w, memory, [f"decoder.layers.{i}.encoder_attn.{p}_proj" for i in range(cfg.decoder_layers) for p in "kv"])
     for i in range(cfg.decoder_layers):
-        k, v = project_kv(g, cfg, w, memory, f"decoder.layers.{i}.encoder_attn")
-        for value, name in zip((k, v), fmt.cross_names(i), strict=True):
-            g.add_output(value, name, g.elem_type, ["rows", H, "src_len", Dh])
+        for value, name in zip(kv[2 * i : 2 * i + 2], fmt.cross_names(i), strict=True):
+            g.add_output(split_heads(g, cfg, value), name, g.elem_type, ["rows", H, "src_len", Dh])
     return g.to_model()
 
 
@@ -274,15 +299,16 @@ def build_decoder(cfg, w: WeightSource, float_dtype: Any = np.float32) -> onnx.M
         p = f"decoder.layers.{i}"
 
         def self_attention(x: str, i: int = i, p: str = p) -> str:
-            k, v = project_kv(g, cfg, w, x, f"{p}.self_attn", step=True)  # (N, H, 1, Dh)
+            q, k, v = self_attention_qkv(g, cfg, w, x, f"{p}.self_attn", step=True)  # k, v (N, H, 1, Dh)
             k = g.op("Concat", g.op("Gather", past[i][0], reorder, axis=0), k, axis=2)  # (N, H, P+1, Dh)
             v = g.op("Concat", g.op("Gather", past[i][1], reorder, axis=0), v, axis=2)
             presents.append((k, v))
-            return attention(g, cfg, w, x, f"{p}.self_attn", k, v, None, step=True)  # one new query sees every key
+            return attention(g, cfg, w, q, f"{p}.self_attn", k, v, None, step=True)  # one new query sees every key
 
         h = sublayer(g, cfg, w, h, f"{p}.self_attn_layer_norm", self_attention)
         h = sublayer(g, cfg, w, h, f"{p}.encoder_attn_layer_norm",
-                     lambda x, i=i, p=p: attention(g, cfg, w, x, f"{p}.encoder_attn", *cross[i], src_mask, step=True))
+                     lambda x, i=i, p=p: attention(g, cfg, w, linear(g, w, x, f"{p}.encoder_attn.q_proj"),
+                                                   f"{p}.encoder_attn", *cross[i], src_mask, step=True))
         h = sublayer(g, cfg, w, h, f"{p}.final_layer_norm", lambda x, p=p: ffn(g, cfg, w, x, p))
     if cfg.normalize_before:
         h = layer_norm(g, cfg, w, h, "decoder.layer_norm")
