@@ -73,11 +73,16 @@ def find_exported(name: str, root: Path | str | None = None) -> Path:
 
 # -- sessions ----------------------------------------------------------------------------------------
 def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Full graph optimization (folds the compact-weight decoders). Intra-op threads: ``threads``, else
+    $TZIP_ORT_THREADS, else ONNX Runtime's default (one per physical core). $TZIP_ORT_SPIN=0 stops idle
+    worker threads from spinning: on a CPU shared with other busy processes spinning costs far more than
+    it saves."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = threads or int(os.environ.get("TZIP_ORT_THREADS", "0") or 0)
     if threads:
         so.intra_op_num_threads = threads
-    if os.environ.get("TZIP_ORT_NOSPIN"):
+    if os.environ.get("TZIP_ORT_SPIN", "1") == "0":
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # warnings about unused initializers after folding are noise
     return so
