@@ -9,8 +9,13 @@
 # It exports the fp16 variant there (torch is on the device), so no export needs to be carried.
 # Writes to $OUT: locust_gpu.tar.gz (per run: CSV, HTML report, summary.json, service and locust logs),
 # results.md (the table) and device_locust.log.
+# Local smoke test of the plumbing (CPU, 5 s runs, nothing installed):
+#   PY=.venv/bin/python SECONDS_PER_RUN=5 EXPORT_ROOT=build/onnx OUT=/tmp/dl bash scripts/device_locust.sh
 set -euo pipefail
 out=${OUT:-runs/out}
+py=${PY:-python3}
+secs=${SECONDS_PER_RUN:-60}
+root=${EXPORT_ROOT:-build/onnx}
 mkdir -p "$out" /tmp/site
 exec > >(tee "$out/device_locust.log") 2>&1
 export PYTHONUNBUFFERED=1
@@ -19,11 +24,11 @@ export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ ! -d /tmp/site/onnxruntime ] && [ -f /tmp/ort/ort.part-aa ] && [ -f .ortgpu/ort.part-ab ]; then
   cat /tmp/ort/ort.part-aa .ortgpu/ort.part-ab | tar xJ -C /tmp/site
 fi
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+if ! "$py" -c "import fastapi, uvicorn, pydantic_settings, prometheus_client, locust" 2>/dev/null; then
+  "$py" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 fi
 # the CUDA 13 libraries come with torch's nvidia-* wheels: put them where ONNX Runtime looks
-nvlibs=$(python3 - <<'PY'
+nvlibs=$("$py" - <<'PY'
 import glob, os, site
 dirs = set()
 for base in site.getsitepackages() + [site.getusersitepackages()]:
@@ -32,21 +37,20 @@ print(":".join(sorted(dirs)))
 PY
 )
 export LD_LIBRARY_PATH=${nvlibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-python3 -c "import onnxruntime as o, fastapi, locust; print('onnxruntime', o.__version__, o.get_available_providers())"
+"$py" -c "import onnxruntime as o, fastapi, locust; print('onnxruntime', o.__version__, o.get_available_providers())"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true
 
-root=build/onnx
 if [ ! -f "$root/fp16/manifest.json" ]; then
-  python3 -m compression export --variant fp16 --out "$root"
+  "$py" -m compression export --variant fp16 --out "$root"
 fi
 res=runs/locust-gpu
 rm -rf "$res" && mkdir -p "$res"
-common=(--variants fp16 --time 60 --out "$res" --ready-timeout 240
+common=(--variants fp16 --time "$secs" --out "$res" --ready-timeout 240
         --env TZIP_DEVICE=cuda --env "TZIP_MODEL_ROOT=$root" --env TZIP_MAX_BATCH_SIZE=256
-        --env TZIP_MAX_WAIT_MS=5 --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2)
-python3 benchmarks/locust/run.py --label h200-fp16-1text "${common[@]}" --users 256 --texts 1 --processes 4
-python3 benchmarks/locust/run.py --label h200-fp16-8texts "${common[@]}" --users 128 --texts 8 --processes 4
-python3 benchmarks/locust/run.py --report "$res"
+        --env TZIP_MAX_WAIT_MS=5 --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2 --env TZIP_DEFAULT_VARIANT=fp16)
+"$py" benchmarks/locust/run.py --label h200-fp16-1text "${common[@]}" --users 256 --texts 1 --processes 4
+"$py" benchmarks/locust/run.py --label h200-fp16-8texts "${common[@]}" --users 128 --texts 8 --processes 4
+"$py" benchmarks/locust/run.py --report "$res"
 grep -h '"provider"\|CUDA\|provider' "$res"/*/service.log | head -5 || true
 cp "$res/results.md" "$out/results.md"
 tar -czf "$out/locust_gpu.tar.gz" -C runs locust-gpu
