@@ -14,8 +14,11 @@ PY=${PY:-python3}
 out=${OUT:-runs/compress-out}
 minutes=${MINUTES:-6.0}
 retrained=${RETRAINED:-"kmeans-4bit kmeans-2bit binary binary-2c pruned-90 deep-compression"}
-posttraining=${POSTTRAINING:-"fp16 int8 kmeans-4bit-pt kmeans-2bit-pt binary-pt pruned-50-pt pruned-90-pt"}
-deadline=${DEADLINE:-480}  # seconds after which no further post-training variant is started
+posttraining=${POSTTRAINING:-"fp16 int8 kmeans-4bit-pt kmeans-2bit-pt pruned-50-pt binary-pt pruned-90-pt"}
+deadline=${DEADLINE:-400}  # seconds after which no further post-training variant is started
+# hard stops, so that a stuck process can never keep the packing below from running
+retrain_timeout=$(python3 -c "print(int(float('$minutes') * 60 + 150))" 2>/dev/null || echo 510)
+post_timeout=${POST_TIMEOUT:-120}
 train_args=(--max-minutes "$minutes")
 eval_args=()
 device=${DEVICE:-cuda}
@@ -24,6 +27,7 @@ if [ -n "${SMOKE:-}" ]; then
   export OMP_NUM_THREADS=1
   eval_args=(--limit 16)
   device=${DEVICE:-cpu}
+  retrain_timeout=900 post_timeout=900
 fi
 runs=runs/compress
 rm -rf "$runs" && mkdir -p "$runs/variants" "$out"
@@ -32,15 +36,15 @@ echo "device=$device minutes=$minutes retrained=[$retrained] post-training=[$pos
 
 pids=()
 for v in $retrained; do
-  $PY -m compression compress --config "configs/variants/$v.toml" --out "$runs/variants/$v" --device "$device" \
-    --log "$runs/$v.history.json" "${train_args[@]}" "${eval_args[@]}" >"$runs/$v.log" 2>&1 &
+  timeout -k 10 "$retrain_timeout" $PY -m compression compress --config "configs/variants/$v.toml" \
+    --out "$runs/variants/$v" --device "$device" --log "$runs/$v.history.json" "${train_args[@]}" "${eval_args[@]}" >"$runs/$v.log" 2>&1 &
   pids+=($!)
 done
 (
   for v in $posttraining; do
     if [ "$SECONDS" -gt "$deadline" ]; then echo "skipped $v: past the ${deadline}s deadline"; continue; fi
-    $PY -m compression compress --config "configs/variants/$v.toml" --out "$runs/variants/$v" --device "$device" \
-      "${eval_args[@]}" >"$runs/$v.log" 2>&1 || echo "post-training variant $v failed (see $runs/$v.log)"
+    timeout -k 10 "$post_timeout" $PY -m compression compress --config "configs/variants/$v.toml" \
+      --out "$runs/variants/$v" --device "$device" "${eval_args[@]}" >"$runs/$v.log" 2>&1 || echo "post-training variant $v failed (see $runs/$v.log)"
   done
 ) >"$runs/posttraining.log" 2>&1 &
 pids+=($!)
