@@ -246,9 +246,9 @@ class VariantRegistry:
             await self._make_room(v)
             start = time.perf_counter()
             try:
-                kw = {"threads": self.settings.ort_threads} if self.settings.ort_threads else {}
                 translator = await asyncio.to_thread(
-                    self._loader, self.settings.model_root, variant=v.name, device=self.device, **kw
+                    self._loader, self.settings.model_root, variant=v.name, device=self.device,
+                    threads=self.settings.session_threads,
                 )
                 await asyncio.to_thread(translator.translate, [WARMUP_TEXT], SearchConfig(), 1)
             except Exception as e:
