@@ -76,7 +76,8 @@ def quantize_int8(directory: Path, per_channel: bool) -> None:
             for name in (fmt.ENCODER_FILE, fmt.DECODER_FILE):
                 out = Path(tmp) / name
                 quantize_dynamic(directory / name, out, op_types_to_quantize=["MatMul"], per_channel=per_channel,
-                                 weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+                                 weight_type=QuantType.QInt8,
+                                 extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
                 quantized[name] = onnx.load(str(out))
     finally:
         root.removeFilter(_not_quantizer_advice)
@@ -102,23 +103,33 @@ def write_manifest(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 def export_weights(cfg, weights: WeightSource, tokenizer_file: Path, out_dir: Path | str, meta: dict[str, Any],
                    config: ExportConfig = ExportConfig(), storage: str = "dense") -> dict[str, Any]:
-    """Write one exported variant into ``out_dir`` (replaced if it holds an older export); returns its manifest."""
+    """Write one exported variant into ``out_dir`` (replacing an older export there); returns its manifest.
+
+    Everything is written to a sibling ``.partial`` directory and moved into place only once the graphs
+    passed the checker and opened in ONNX Runtime: a failed export leaves the previous one intact."""
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        if any(out_dir.iterdir()) and not (out_dir / manifest_lib.MANIFEST).exists():
-            raise FileExistsError(f"{out_dir} exists and is not an export; choose another --out")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    graph_precision = "fp16" if config.precision == "fp16" else "fp32"
-    save_models(build_graphs(cfg, weights, graph_precision), out_dir)
-    if config.precision == "int8":
-        quantize_int8(out_dir, config.per_channel)
-    graph_spec(cfg, config.precision, storage).save(out_dir)
-    shutil.copyfile(tokenizer_file, out_dir / fmt.TOKENIZER_FILE)
-    _check_loads(out_dir)
-    full_meta = {**meta, "format": fmt.FORMAT, "precision": config.precision, "storage": storage,
-                 "export": {"precision": config.precision, "compact": config.compact, "per_channel": config.per_channel}}
-    return write_manifest(out_dir, full_meta)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / manifest_lib.MANIFEST).exists():
+        raise FileExistsError(f"{out_dir} exists and is not an export; choose another --out")
+    work = out_dir.parent / f".{out_dir.name}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        graph_precision = "fp16" if config.precision == "fp16" else "fp32"
+        save_models(build_graphs(cfg, weights, graph_precision), work)
+        if config.precision == "int8":
+            quantize_int8(work, config.per_channel)
+        graph_spec(cfg, config.precision, storage).save(work)
+        shutil.copyfile(tokenizer_file, work / fmt.TOKENIZER_FILE)
+        _check_loads(work)
+        full_meta = {**meta, "format": fmt.FORMAT, "precision": config.precision, "storage": storage,
+                     "export": {"precision": config.precision, "compact": config.compact, "per_channel": config.per_channel}}
+        written = write_manifest(work, full_meta)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)
+    work.rename(out_dir)
+    return written
 
 
 def _check_loads(directory: Path) -> None:
