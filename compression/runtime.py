@@ -51,7 +51,8 @@ def list_exported(root: Path | str | None = None) -> list[dict[str, Any]]:
         return []
     found = []
     for path in sorted(root.rglob(manifest_lib.MANIFEST)):
-        if is_exported(path.parent):
+        hidden = any(part.startswith(".") for part in path.parent.relative_to(root).parts)  # e.g. an unfinished export
+        if not hidden and is_exported(path.parent):
             found.append({**manifest_lib.read(path.parent), "path": str(path.parent)})
     return sorted(found, key=lambda m: str(m.get("name")))
 
