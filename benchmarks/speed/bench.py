@@ -109,22 +109,27 @@ def measure(engine: Engine, ids: list[list[int]], latency_n: int, batch: int, wa
 
 def markdown(result: dict) -> str:
     rows = result["engines"]
-    base = next((r for r in rows if r["name"] == "pytorch-eager-fp32"), None)
+    torch_row = next((r for r in rows if r["name"] == "pytorch-eager-fp32"), None)
     ort = next((r for r in rows if r["name"] == "onnx-base"), None)
-    lines = [f"# Translation speed, {result['device']} ({result['machine']})", "",
+    ct2 = next((r for r in rows if r["name"] == "ctranslate2-int8"), None)
+    lines = [f"# Translation speed, {result['device']} ({result['cpu']}, {result['machine']})", "",
              f"Command: `{result['command']}`  ", f"Load average before/after: {result['loadavg_before']} / "
-             f"{result['loadavg_after']}; threads: {result['threads'] or 'default'}; test_2016_flickr, greedy; "
-             f"latency over the first {result['latency_n']} sentences one by one, throughput over "
-             f"{result['sentences']} sentences in batches of {result['batch']}.", "",
-             "| engine | provider | size MB | latency median ms | p90 ms | vs torch | vs onnx-base | sent/s | tok/s "
-             "| BLEU (this run) | identical to torch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"{result['loadavg_after']}; threads: {result['threads'] or 'default'}; versions: {result['versions']}.  ",
+             f"test_2016_flickr, greedy. Latency: the first {result['latency_n']} sentences one at a time (ms per "
+             f"sentence). Throughput: {result['sentences']} sentences in length-sorted batches of {result['batch']}. "
+             "BLEU and token identity are of the throughput run.", "",
+             "| engine | provider | size MB | latency median ms | p90 ms | latency / torch | latency / onnx-base "
+             "| sent/s | tok/s | sent/s / CT2 int8 | BLEU | identical to torch |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         size = r.get("meta", {}).get("model_bytes")
-        vs_t = f"{r['latency_ms_median'] / base['latency_ms_median']:.2f}x" if base else ""
-        vs_o = f"{ort['latency_ms_median'] / r['latency_ms_median']:.2f}x faster" if ort else ""
-        lines.append(f"| {r['name']} | {r['provider']} | {size / 1e6:.2f} | " if size else f"| {r['name']} | {r['provider']} | | ")
-        lines[-1] += (f"{r['latency_ms_median']} | {r['latency_ms_p90']} | {vs_t} | {vs_o} | {r['throughput_sent_s']} | "
-                      f"{r['throughput_tok_s']} | {r['bleu']} | {r.get('identical_to_torch', '')} |")
+        cells = [r["name"], r["provider"], f"{size / 1e6:.2f}" if size else "",
+                 r["latency_ms_median"], r["latency_ms_p90"],
+                 f"{r['latency_ms_median'] / torch_row['latency_ms_median']:.2f}" if torch_row else "",
+                 f"{r['latency_ms_median'] / ort['latency_ms_median']:.2f}" if ort else "",
+                 r["throughput_sent_s"], r["throughput_tok_s"],
+                 f"{r['throughput_sent_s'] / ct2['throughput_sent_s']:.2f}" if ct2 else "",
+                 r["bleu"], r.get("identical_to_torch", "")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
