@@ -90,20 +90,21 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 def make_session(path: Path, device: str, threads: int | None = None) -> tuple[ort.InferenceSession, str]:
-    """A session on ``device`` and the execution provider that REALLY runs it (ONNX Runtime falls back
-    to the CPU silently when CUDA cannot start: we look at what the session reports, and warn)."""
+    """A session on ``device`` and the execution provider that REALLY runs it: ONNX Runtime falls back to
+    the CPU silently when CUDA cannot start, so we read what the session reports (the caller warns)."""
     if device not in PROVIDERS:
         raise ValueError(f"device must be one of {sorted(PROVIDERS)}, got {device!r}")
     wanted = PROVIDERS[device]
     if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-        log.warning("CUDA requested but this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu); "
-                    "running on CPUExecutionProvider")
         wanted = PROVIDERS["cpu"]
     session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=wanted)
-    provider = session.get_providers()[0]
-    if device == "cuda" and provider != "CUDAExecutionProvider":
-        log.warning("CUDA requested but ONNX Runtime started %s for %s (CUDA libraries missing?)", provider, path.name)
-    return session, provider
+    return session, session.get_providers()[0]
+
+
+def cuda_fallback_reason() -> str:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    return "ONNX Runtime could not start CUDA (libraries or GPU missing; `import torch` first, or onnxruntime.preload_dlls())"
 
 
 def row_selector(value_types: list[str]) -> bytes:
@@ -220,6 +221,8 @@ class OnnxTranslator:
             raise ValueError(f"{directory}: tokenizer has {self.tokenizer.vocab_size} pieces, the graphs {self.spec.vocab_size}")
         self.encoder, enc_provider = make_session(directory / fmt.ENCODER_FILE, device, threads)
         self.decoder, self.provider = make_session(directory / fmt.DECODER_FILE, device, threads)
+        if device == "cuda" and self.provider != "CUDAExecutionProvider":
+            log.warning("CUDA requested but %s: running %s on %s", cuda_fallback_reason(), directory.name, self.provider)
         if enc_provider != self.provider:
             log.warning("encoder runs on %s but decoder on %s", enc_provider, self.provider)
         self.device_type = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
