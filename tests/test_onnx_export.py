@@ -95,3 +95,19 @@ def test_translate_cli_with_onnx_backend_reports_provider(tmp_path):
     assert "provider: CPUExecutionProvider" in proc.stderr or "provider: CUDAExecutionProvider" in proc.stderr
     lines = proc.stdout.split("\n")
     assert len(lines) == 4 and lines[1] == ""  # one line out per line in, blank stays blank
+
+
+def test_shipped_kmeans_4bit_export_is_at_most_1_3x_its_compact_checkpoint(tmp_path):
+    from compression.export import export_directory
+
+    try:
+        from compression.variants import list_variants
+    except ImportError:
+        pytest.skip("compression.variants not available")
+    kmeans4 = [v for v in list_variants() if v.get("method") == "kmeans" and v.get("bits") == 4]
+    if not kmeans4:
+        pytest.skip("no shipped k-means 4-bit variant under models/")
+    for v in kmeans4:
+        man = export_directory(v["path"], tmp_path / v["name"])
+        assert man["storage"] == "compact"
+        assert man["model_bytes"] <= 1.3 * v["model_bytes"], (v["name"], man["model_bytes"], v["model_bytes"])
