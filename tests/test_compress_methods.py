@@ -65,19 +65,20 @@ def test_trained_centroids_get_the_sum_of_their_cluster_gradients(weights):
 
 
 @pytest.mark.parametrize("mode", ["sign", "two-centroid"])
-@pytest.mark.parametrize("granularity", ["tensor", "row"])
+@pytest.mark.parametrize("granularity", ["tensor", "row", "group"])
 def test_binarized_layers_hold_exactly_two_values(weights, mode, granularity):
-    m = Binarize(BinarizeConfig(mode=mode, granularity=granularity), weights)
+    m = Binarize(BinarizeConfig(mode=mode, granularity=granularity, group_rows=4), weights)
     recs = m.records(weights)
     for n, w in weights.items():
         fake = m.fake(n, w)
-        groups = fake if granularity == "row" else fake.reshape(1, -1)
+        groups = fake.reshape({"row": w.shape[0], "group": w.shape[0] // 4, "tensor": 1}[granularity], -1)
         assert all(g.unique().numel() == 2 for g in groups)
         r = recs[n]
         assert r["kind"] == "binary" and set(r["codes"].flatten().tolist()) == {0, 1}
         if mode == "sign":
             assert (r["codebook"][:, 0] == -r["codebook"][:, 1]).all()
-            assert rel_error(w, fake) == pytest.approx(rel_error(w, scaled_sign(w, 1 if granularity == "row" else w.shape[0])), abs=1e-3)
+            rpg = {"row": 1, "group": 4, "tensor": w.shape[0]}[granularity]
+            assert rel_error(w, fake) == pytest.approx(rel_error(w, scaled_sign(w, rpg)), abs=1e-3)
 
 
 def test_cubic_schedule():

@@ -31,7 +31,8 @@ class BinarizeConfig(BaseModel):
 
     type: Literal["binarize"] = "binarize"
     mode: Literal["sign", "two-centroid"] = "sign"
-    granularity: Literal["tensor", "row"] = "tensor"
+    granularity: Literal["tensor", "row", "group"] = "tensor"
+    group_rows: int = Field(2, ge=1, description="rows sharing their two values when granularity='group'")
     lloyd_iters: int = Field(30, ge=0, description="two-centroid only: k-means iterations at the start")
 
     @property
@@ -48,9 +49,10 @@ class Binarize(Method):
         super().__init__()
         self.cfg = cfg
         if cfg.mode == "two-centroid":
-            self.kmeans = KMeans(KMeansConfig(bits=1, granularity=cfg.granularity, lloyd_iters=cfg.lloyd_iters), weights)
+            self.kmeans = KMeans(KMeansConfig(bits=1, granularity=cfg.granularity, group_rows=cfg.group_rows,
+                                              lloyd_iters=cfg.lloyd_iters), weights)
             return
-        self.rpg = {n: rows_per_group(tuple(w.shape), cfg.granularity, 1) for n, w in weights.items()}
+        self.rpg = {n: rows_per_group(tuple(w.shape), cfg.granularity, cfg.group_rows) for n, w in weights.items()}
         self.scales = nn.ParameterDict({
             key(n): nn.Parameter(grouped(w.detach().float(), self.rpg[n]).abs().mean(1, keepdim=True))
             for n, w in weights.items()})  # (G, 1)
