@@ -73,6 +73,11 @@ class DynamicBatcher:
         self._wake = asyncio.Event()
         self._rate = 0.0  # sentences/s of recent batches (exponential moving average), for Retry-After
         self._task: asyncio.Task[None] | None = None
+        # labelled children looked up once: labels() takes a lock and hashes on every call
+        self._m_depth = metrics.queue_depth.labels(name)
+        self._m_batch = metrics.batch_size.labels(name)
+        self._m_infer = metrics.inference_latency.labels(name)
+        self._m_sentences = metrics.sentences.labels(name)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -216,10 +221,9 @@ class DynamicBatcher:
     def _record(self, sentences: int, seconds: float) -> None:
         rate = sentences / max(seconds, 1e-6)
         self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
-        m = self._metrics
-        m.batch_size.labels(self.name).observe(sentences)
-        m.inference_latency.labels(self.name).observe(seconds)
-        m.sentences.labels(self.name).inc(sentences)
+        self._m_batch.observe(sentences)
+        self._m_infer.observe(seconds)
+        self._m_sentences.inc(sentences)
 
     def _gauge(self) -> None:
-        self._metrics.queue_depth.labels(self.name).set(self._queued)
+        self._m_depth.set(self._queued)
