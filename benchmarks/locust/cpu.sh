@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU load tests committed under benchmarks/locust/results/cpu (about 8 minutes on 2 cores):
+# The CPU load tests committed under benchmarks/locust/cpu (about 8 minutes on 2 cores):
 # 64 locust users for 60 s against each headline variant alone, the same load with batching switched
 # off (TZIP_MAX_BATCH_SIZE=1), and every exported variant at once (per-variant stats, round-robin).
 # Usage: benchmarks/locust/cpu.sh [HEADLINE_VARIANT ...]   (default: kmeans-4bit base int8)
@@ -9,7 +9,7 @@ py=${PY:-.venv/bin/python}
 root=${EXPORT_ROOT:-build/onnx}
 users=${USERS:-64}
 secs=${SECONDS_PER_RUN:-60}
-out=${OUT:-benchmarks/locust/results/cpu}
+out=${OUT:-benchmarks/locust/cpu}
 headline=("$@")
 [ ${#headline[@]} -gt 0 ] || headline=(kmeans-4bit base int8)
 all=$("$py" -c "import sys; from compression.runtime import list_exported; print(','.join(m['name'] for m in list_exported(sys.argv[1])))" "$root")

@@ -2,7 +2,7 @@
 
     python benchmarks/locust/run.py --label kmeans4 --variants kmeans4 --users 64 --time 60
     python benchmarks/locust/run.py --label fp32-batch1 --variants fp32 --env TZIP_MAX_BATCH_SIZE=1
-    python benchmarks/locust/run.py --report benchmarks/locust/results/cpu   # results.md from the summaries
+    python benchmarks/locust/run.py --report benchmarks/locust/cpu   # results.md from the summaries
 
 Writes under ``--out/<label>/``: locust's ``stats.csv``, ``stats_history.csv``, ``failures.csv``,
 ``report.html``, the service log, and ``summary.json`` (per variant: requests/s, sentences/s,
@@ -191,7 +191,7 @@ def main() -> int:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--ready-timeout", type=float, default=300)
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service (repeatable)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks/locust/results/cpu"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks/locust/cpu"))
     p.add_argument("--report", type=Path, help="write DIR/results.md from the summaries under DIR and exit")
     args = p.parse_args()
     if args.report:
