@@ -23,7 +23,8 @@ serve: $(STAMP) $(EXPORT_STAMP)
 # a model or the export code changes; `make serve` serves them.
 export: $(EXPORT_STAMP)
 $(EXPORT_STAMP): $(STAMP) $(shell find models -name manifest.json 2>/dev/null) \
-		compression/export.py compression/onnx_graphs.py compression/onnx_compact.py compression/onnx_format.py
+		compression/export.py compression/onnx_graphs.py compression/onnx_compact.py compression/onnx_format.py \
+		compression/onnx_attention.py
 	$(PY) -m compression export --all --out $(EXPORT_DIR)
 	touch $@
 

@@ -22,6 +22,7 @@ import onnx
 
 from . import manifest as manifest_lib
 from . import onnx_format as fmt
+from .onnx_attention import build_attention
 from .onnx_graphs import DenseWeights, WeightSource, build_decoder, build_encoder, save_models
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ def state_arrays(model) -> dict[str, np.ndarray]:
 
 def build_graphs(cfg, weights: WeightSource, precision: str) -> dict[str, onnx.ModelProto]:
     dtype = np.float16 if precision == "fp16" else np.float32
-    return {fmt.ENCODER_FILE: build_encoder(cfg, weights, dtype), fmt.DECODER_FILE: build_decoder(cfg, weights, dtype)}
+    return {fmt.ENCODER_FILE: build_encoder(cfg, weights, dtype), fmt.DECODER_FILE: build_decoder(cfg, weights, dtype),
+            fmt.ATTENTION_FILE: build_attention(cfg, weights, dtype)}  # analysis graph: shares weights.bin
 
 
 def _not_quantizer_advice(record: logging.LogRecord) -> bool:
@@ -73,7 +75,7 @@ def quantize_int8(directory: Path, per_channel: bool) -> None:
     root.addFilter(_not_quantizer_advice)  # its shape pre-pass advice is for CNNs; our graphs are fully typed
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for name in (fmt.ENCODER_FILE, fmt.DECODER_FILE):
+            for name in fmt.GRAPH_FILES:
                 out = Path(tmp) / name
                 quantize_dynamic(directory / name, out, op_types_to_quantize=["MatMul"], per_channel=per_channel,
                                  weight_type=QuantType.QInt8,
@@ -86,14 +88,15 @@ def quantize_int8(directory: Path, per_channel: bool) -> None:
 
 
 def write_manifest(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """The manifest with ``model_bytes`` = every file but the (shared) tokenizer, manifest.json included:
-    rewritten until its own size stops changing, so the recorded sizes equal the bytes on disk."""
+    """The manifest with ``model_bytes`` = every file but the (shared) tokenizer and the analysis-only
+    attention graph, manifest.json included: rewritten until its own size stops changing, so the
+    recorded sizes equal the bytes on disk."""
     model_bytes = 0
     for _ in range(10):
         base = meta.get("base_model_bytes")
         ratio = round(base / model_bytes, 3) if base and model_bytes else None
         written = manifest_lib.write(directory, {**meta, "model_bytes": model_bytes, "ratio": ratio})
-        actual = sum(f["bytes"] for n, f in written["files"].items() if n != fmt.TOKENIZER_FILE)
+        actual = sum(f["bytes"] for n, f in written["files"].items() if n not in fmt.NOT_MODEL_FILES)
         actual += (directory / manifest_lib.MANIFEST).stat().st_size
         if actual == model_bytes:
             return written
@@ -135,7 +138,7 @@ def export_weights(cfg, weights: WeightSource, tokenizer_file: Path, out_dir: Pa
 def _check_loads(directory: Path) -> None:
     import onnxruntime as ort
 
-    for name in (fmt.ENCODER_FILE, fmt.DECODER_FILE):
+    for name in fmt.GRAPH_FILES:
         ort.InferenceSession(str(directory / name), providers=["CPUExecutionProvider"])
 
 

@@ -11,7 +11,10 @@ A variant directory holds::
                     row continues; arange(N) when nothing moves), src_mask, cross_k_i, cross_v_i,
                     past_k_i / past_v_i (N, H, P, Dh), P = tokens decoded so far (0 at the first step)
                     -> log_probs (N, V) float32, present_k_i / present_v_i (N, H, P+1, Dh)
-    weights.bin     the initializers of both graphs (ONNX external data), each tensor stored once
+    attention.onnx  analysis only (compression/onnx_attention.py): src_ids (B, S), tgt_ids (B, T) int64
+                    -> encoder_self (Le, B, H, S, S), decoder_self (Ld, B, H, T, T), cross (Ld, B, H, T, S)
+                    float32, every softmax of a teacher-forced pass; not counted in model_bytes
+    weights.bin     the initializers of all graphs (ONNX external data), each tensor stored once
     onnx_config.json  GraphSpec below
     tokenizer.model, manifest.json (sha256 of every file, read by compression.manifest)
 """
@@ -26,8 +29,13 @@ from typing import Any
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 WEIGHTS_FILE = "weights.bin"
+ATTENTION_FILE = "attention.onnx"
+GRAPH_FILES = (ENCODER_FILE, DECODER_FILE, ATTENTION_FILE)
+ATTENTION_INPUTS = ("src_ids", "tgt_ids")
+ATTENTION_OUTPUTS = ("encoder_self", "decoder_self", "cross")
 SPEC_FILE = "onnx_config.json"
 TOKENIZER_FILE = "tokenizer.model"
+NOT_MODEL_FILES = (TOKENIZER_FILE, ATTENTION_FILE)  # shared with the base / analysis only: not in model_bytes
 FORMAT = "tzip-onnx"  # manifest "format" of an exported variant
 OPSET = 18  # BitwiseAnd (unpacking of packed codes) needs 18
 

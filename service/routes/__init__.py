@@ -1,5 +1,5 @@
 """One APIRouter per resource."""
 
-from . import health, metrics, translate, variants
+from . import attention, health, metrics, page, translate, variants
 
-ROUTERS = [translate.router, variants.router, health.router, metrics.router]
+ROUTERS = [translate.router, variants.router, health.router, metrics.router, attention.router, page.router]
