@@ -4,7 +4,8 @@ The search is ``compression.search``, the same NumPy code the PyTorch translator
 backends can only differ through their log-probabilities. Tensors that stay on the device between
 steps (cross keys/values, the source mask, the self-attention cache) are ONNX Runtime ``OrtValue``s
 passed through IOBinding: under CUDA the cache never leaves the GPU; only the tokens, the beam
-reordering (N int64 each) and the log-probabilities (N x V) cross to the host.
+reordering (N int64 each) and the log-probabilities (N x V; for greedy search under CUDA, only their
+argmax, N int64) cross to the host.
 """
 
 from __future__ import annotations
@@ -125,6 +126,19 @@ def row_selector(value_types: list[str]) -> bytes:
     return model.SerializeToString()
 
 
+def argmax_graph() -> bytes:
+    """A tiny graph: the index of each row's largest score (the first one on ties, as NumPy's argmax)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ArgMax", ["scores"], ["best"], axis=1, keepdims=0)], "argmax",
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", "v"])],
+        [helper.make_tensor_value_info("best", TensorProto.INT64, ["n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", fmt.OPSET)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
 class OrtStepper:
     """One batch's encoder outputs and decoder cache as OrtValues; see ``compression.search.Stepper``.
 
@@ -136,6 +150,7 @@ class OrtStepper:
     """
 
     SHRINK = 0.75  # shrink when live rows <= this fraction of the rows computed
+    DEVICE_ARGMAX_ROWS = 8  # fewer live rows: copying their scores costs less than one more session run
 
     def __init__(self, tr: OnnxTranslator, src: np.ndarray, expand: int):
         self.tr = tr
@@ -163,12 +178,15 @@ class OrtStepper:
         tr.selector.run_with_iobinding(b)
         self.fixed = dict(zip(tr.encoder_outputs, b.get_outputs(), strict=True))
 
-    def step(self, last: np.ndarray, reorder: np.ndarray | None) -> np.ndarray:
+    def _decode(self, last: np.ndarray, reorder: np.ndarray | None,
+                scores_device: str = "cpu") -> tuple[np.ndarray, ort.OrtValue] | None:
+        """One decoder step for the rows still decoding: (rows computed, their log-probs (rows, V) as an
+        OrtValue on ``scores_device``), or None when every row has finished."""
         tr = self.tr
         held = self.rows  # rows whose cache the previous step produced
         live = np.flatnonzero(last != tr.spec.eos_id)
         if live.size == 0:
-            return np.zeros((self.n, tr.spec.vocab_size), dtype=np.float32)
+            return None
         rows = held
         if live.size <= self.SHRINK * held.size or not np.isin(live, held).all():
             rows = live
@@ -187,18 +205,50 @@ class OrtStepper:
             b.bind_ortvalue_input(name, value)
         for name, value in self.past.items():
             b.bind_ortvalue_input(name, value)
-        b.bind_output("log_probs", "cpu")
+        if scores_device == "cpu":
+            b.bind_output("log_probs", "cpu")
+        else:
+            b.bind_output("log_probs", tr.device_type, tr.device_id)
         for name in tr.present_outputs:
             b.bind_output(name, tr.device_type, tr.device_id)
         tr.decoder.run_with_iobinding(b)
         outs = b.get_outputs()
         self.past = dict(zip(tr.past_inputs, outs[1:], strict=True))
         self.rows = rows
-        logp = outs[0].numpy()
+        return rows, outs[0]
+
+    def step(self, last: np.ndarray, reorder: np.ndarray | None) -> np.ndarray:
+        done = self._decode(last, reorder)
+        if done is None:
+            return np.zeros((self.n, self.tr.spec.vocab_size), dtype=np.float32)
+        rows, value = done
+        logp = value.numpy()
         if rows.size == self.n:
             return logp
         full = np.zeros((self.n, logp.shape[1]), dtype=np.float32)  # finished rows: ignored by the search
         full[rows] = logp
+        return full
+
+    def step_argmax(self, last: np.ndarray) -> np.ndarray:
+        """``step(last, None).argmax(-1)`` (greedy search calls this when a stepper has it). With
+        ``device_argmax`` the argmax runs where the log-probs are (the GPU): N ids cross to the host
+        instead of N x V scores. The same values and ArgMax's first-index rule: the same tokens."""
+        tr = self.tr
+        if not tr.device_argmax or np.count_nonzero(last != tr.spec.eos_id) < self.DEVICE_ARGMAX_ROWS:
+            return self.step(last, None).argmax(-1)
+        done = self._decode(last, None, tr.device_type)
+        if done is None:
+            return np.zeros(self.n, dtype=np.int64)
+        rows, value = done
+        b = tr.argmax.io_binding()
+        b.bind_ortvalue_input("scores", value)
+        b.bind_output("best", "cpu")
+        tr.argmax.run_with_iobinding(b)
+        best = b.get_outputs()[0].numpy()
+        if rows.size == self.n:
+            return best
+        full = np.zeros(self.n, dtype=np.int64)  # finished rows: overwritten with EOS by the search
+        full[rows] = best
         return full
 
 
@@ -234,6 +284,10 @@ class OnnxTranslator:
         self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
         self.selector = ort.InferenceSession(row_selector([o.type for o in self.encoder.get_outputs()]),
                                              sess_options=session_options(threads), providers=self.encoder.get_providers())
+        # greedy under CUDA: argmax on the GPU, so the (N, V) log-probs never cross to the host
+        self.argmax = ort.InferenceSession(argmax_graph(), sess_options=session_options(threads),
+                                           providers=self.decoder.get_providers())
+        self.device_argmax = self.device_type == "cuda"
         L = self.spec.decoder_layers
         self.past_inputs = [n for i in range(L) for n in fmt.past_names(i)]
         self.present_outputs = [n for i in range(L) for n in fmt.present_names(i)]

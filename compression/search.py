@@ -16,6 +16,9 @@ import numpy as np
 
 
 class Stepper(Protocol):
+    """May also have ``step_argmax(last) -> (N,)``, equal to ``step(last, None).argmax(-1)``: greedy
+    search then uses it (a GPU backend can take the argmax where the scores are)."""
+
     def step(self, last: np.ndarray, reorder: np.ndarray | None) -> np.ndarray:
         """last (N,) int64 -> scores (N, V) float32; ``reorder`` (N,) permutes rows of the cache first."""
         ...
@@ -46,8 +49,9 @@ def greedy(stepper: Stepper, limits: list[int], start_id: int, eos_id: int) -> l
     last = np.full(batch, start_id, dtype=np.int64)
     finished = np.zeros(batch, dtype=bool)
     out = np.full((batch, steps), eos_id, dtype=np.int64)
+    step_argmax = getattr(stepper, "step_argmax", None) or (lambda last: stepper.step(last, None).argmax(-1))
     for t in range(steps):
-        nxt = stepper.step(last, None).argmax(-1).astype(np.int64)
+        nxt = np.array(step_argmax(last), dtype=np.int64)  # a copy: the search writes into it
         nxt[finished] = eos_id
         out[:, t] = nxt
         finished |= (nxt == eos_id) | (t + 1 >= limit)

@@ -67,6 +67,8 @@ def onnx_engines(export_dir: Path, names: list[str] | None, device: str, threads
         tr = OnnxTranslator(found[name]["path"], device=device, threads=threads)
         cfg = SearchConfig(beam=1)
         meta = {k: found[name].get(k) for k in ("method", "precision", "storage", "model_bytes", "ratio", "bleu", "bleu_greedy")}
+        # the weights it was exported from: the base's (base, fp16, int8) can be compared with PyTorch eager's tokens
+        meta["weights_of"] = found[name].get("derived_from") or found[name].get("source", {}).get("name", name)
         provider = tr.provider + (f" ({tr.provider_note})" if tr.provider_note else "")
         engines.append(Engine(f"onnx-{name}", "onnxruntime", provider, lambda ids, tr=tr, cfg=cfg: tr.translate_ids(ids, cfg), meta))
     return engines
@@ -178,7 +180,9 @@ def main() -> None:
         if e.kind == "pytorch":
             torch_hyps = hyps
         r.update(name=e.name, kind=e.kind, provider=e.provider, meta=e.meta, **{"bleu": bleu_chrf(tok.decode(hyps), refs)["bleu"]})
-        if torch_hyps is not None:
+        if e.meta.get("weights_of") not in (None, "base"):
+            r["identical_to_torch"] = "other weights"  # a compressed variant: see parity_variants.md
+        elif torch_hyps is not None:
             r["identical_to_torch"] = f"{sum(a == b for a, b in zip(hyps, torch_hyps, strict=True))}/{len(hyps)}"
         rows.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "meta"}), file=sys.stderr, flush=True)
