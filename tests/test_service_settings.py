@@ -95,3 +95,9 @@ def test_the_service_never_imports_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_every_setting_is_documented():
+    doc = (ROOT / "docs/service.md").read_text()
+    missing = [f"TZIP_{n.upper()}" for n in Settings.model_fields if f"TZIP_{n.upper()}" not in doc]
+    assert not missing, f"document {missing} in docs/service.md"

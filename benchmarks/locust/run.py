@@ -19,6 +19,7 @@ import platform
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+
+
+def free_port() -> int:
+    """A port nobody listens on now (a fixed one could reach another run's server and mix the loads)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_ready(url: str, server: subprocess.Popen, timeout: float) -> None:
@@ -99,8 +107,9 @@ def summarize(prefix: Path, texts: int, batches: dict[str, dict[str, float]]) ->
 def run(args: argparse.Namespace) -> Path:
     out = Path(args.out) / args.label
     out.mkdir(parents=True, exist_ok=True)
-    url = f"http://127.0.0.1:{args.port}"
-    env = {**os.environ, "TZIP_PORT": str(args.port), "TZIP_HOST": "127.0.0.1", "TZIP_LOG_LEVEL": "warning"}
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TZIP_PORT": str(port), "TZIP_HOST": "127.0.0.1", "TZIP_LOG_LEVEL": "warning"}
     if args.variants:
         env["TZIP_PRELOAD"] = args.variants
         env["TZIP_LOCUST_VARIANTS"] = args.variants
@@ -159,11 +168,12 @@ def run(args: argparse.Namespace) -> Path:
 def report(directory: Path) -> str:
     """results.md: one row per run and variant."""
     lines = [
-        "| run | variant | users | req/s | sentences/s | p50 ms | p95 ms | p99 ms | mean batch | 503 shed | other failures |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | variant | users | s | load before | req/s | sentences/s | p50 ms | p95 ms | p99 ms | mean batch "
+        "| 503 shed | other failures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     cmds = []
-    for path in sorted(directory.glob("*/summary.json")):
+    for path in sorted(directory.glob("*/summary.json"), key=lambda p: json.loads(p.read_text())["started"]):
         s = json.loads(path.read_text())
         prov = ", ".join(f"{k}: {v}" for k, v in s.get("providers", {}).items())
         cmds.append(f"- `{s['label']}`: `{s['command']}` ({s['machine']}; {prov}; {s['started']})")
@@ -171,7 +181,8 @@ def report(directory: Path) -> str:
             if v == "Aggregated" and len(s["variants"]) == 2:
                 continue
             lines.append(
-                f"| {s['label']} | {v} | {s['users']} | {r['requests_per_s']} | {r['sentences_per_s']} | {r['p50_ms']:g} | "
+                f"| {s['label']} | {v} | {s['users']} | {s['seconds']} | {s.get('loadavg_1m_before', '')} | "
+                f"{r['requests_per_s']} | {r['sentences_per_s']} | {r['p50_ms']:g} | "
                 f"{r['p95_ms']:g} | {r['p99_ms']:g} | {r.get('mean_batch_size', float('nan')):.1f} | "
                 f"{r['deliberate_503']} | {r['other_failures']} |"
             )
@@ -188,7 +199,7 @@ def main() -> int:
     p.add_argument("--texts", type=int, default=1, help="sentences per request")
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--processes", type=int, default=1, help="locust worker processes (the GPU run needs several)")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int, default=0, help="service port (default: a free one)")
     p.add_argument("--ready-timeout", type=float, default=300)
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service (repeatable)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/locust/cpu"))
