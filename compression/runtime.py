@@ -287,7 +287,7 @@ class OnnxTranslator:
         # greedy under CUDA: argmax on the GPU, so the (N, V) log-probs never cross to the host
         self.argmax = ort.InferenceSession(argmax_graph(), sess_options=session_options(threads),
                                            providers=self.decoder.get_providers())
-        self.device_argmax = self.device_type == "cuda"
+        self.device_argmax = self.device_type == "cuda" and os.environ.get("TZIP_ORT_DEVICE_ARGMAX", "1") != "0"
         L = self.spec.decoder_layers
         self.past_inputs = [n for i in range(L) for n in fmt.past_names(i)]
         self.present_outputs = [n for i in range(L) for n in fmt.present_names(i)]

@@ -6,8 +6,8 @@
 #   1. carry [".ortgpu/ort.part-aa"]:  mkdir -p /tmp/ort && cp .ortgpu/ort.part-aa /tmp/ort/
 #   2. carry [".ortgpu/ort.part-ab"]:  mkdir -p /tmp/site && cat /tmp/ort/ort.part-aa .ortgpu/ort.part-ab | tar xJ -C /tmp/site && bash scripts/device_bench.sh
 # Nothing else needs carrying: models/base is tracked; the exports are made on the device (~20 s).
-# Runtime about 3-4 minutes. Writes to $OUT: env.txt, export.log, results_cuda.json, results_cuda.md, bench.log
-# (copy the results_cuda.* files to benchmarks/speed/).
+# Runtime about 4-5 minutes. Writes to $OUT: env.txt, export.log, results_cuda.json, results_cuda.md, bench.log,
+# results_cuda_host_argmax.{json,md}, bench_host_argmax.log (copy the results_cuda*.{json,md} to benchmarks/speed/).
 set -euo pipefail
 export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 export PYTHONUNBUFFERED=1
@@ -27,3 +27,7 @@ set -o pipefail
 $PY -m compression export --variant base --variant fp16 --variant int8 --out /tmp/onnx 2>&1 | tee "$OUT/export.log"
 $PY benchmarks/speed/bench.py --device cuda --export-dir /tmp/onnx --batch 64 --no-ct2 \
     --out "$OUT/results_cuda" 2>&1 | tee "$OUT/bench.log"
+# A/B of greedy's argmax on the GPU (the default since c9a0350) against the host argmax that results_cuda.md
+# of the first run measured: the same graphs with TZIP_ORT_DEVICE_ARGMAX=0 (about 1 minute more)
+TZIP_ORT_DEVICE_ARGMAX=0 $PY benchmarks/speed/bench.py --device cuda --export-dir /tmp/onnx --batch 64 --no-ct2 --no-torch \
+    --variants base,fp16 --out "$OUT/results_cuda_host_argmax" 2>&1 | tee "$OUT/bench_host_argmax.log"

@@ -146,7 +146,8 @@ def main() -> None:
             tqdm.write(json.dumps(row), file=sys.stderr)
     result = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
               "split": "test_2016_flickr", "limit": args.limit, "batch": args.batch, "threads": args.threads,
-              "jobs": args.jobs, "seconds": round(time.perf_counter() - t0, 1), "load_average": os.getloadavg(),
+              "jobs": args.jobs, "seconds": round(time.perf_counter() - t0, 1),
+              "load_average": [round(x, 2) for x in os.getloadavg()],
               "max_delta": MAX_DELTA, "exports": [rows[n] for n in names]}
     Path(f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
     Path(f"{args.out}.md").write_text(markdown(result))
