@@ -43,6 +43,6 @@ translate: $(STAMP)
 	$(PY) -m compression translate
 
 # Post-training variants (seconds each on the CPU; not committed): fp16, int8, and the study's no-retraining points
-POST_TRAINING := fp16 int8 kmeans-4bit-pt kmeans-2bit-pt binary-pt pruned-50-pt pruned-90-pt
+POST_TRAINING := fp16 int8 kmeans-8bit-pt kmeans-4bit-pt kmeans-2bit-pt binary-pt pruned-50-pt pruned-90-pt
 variants: $(STAMP)
 	for v in $(POST_TRAINING); do $(PY) -m compression compress --config configs/variants/$$v.toml --out models/variants/$$v --device cpu || exit 1; done

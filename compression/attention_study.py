@@ -2,7 +2,7 @@
 
 A variant is opened by its manifest name through one of two backends that give the same maps (tested
 to 1e-4): ``onnx`` reads an export (build/onnx: ``attention.onnx`` + ``OnnxTranslator``), ``torch``
-reads the checkpoint or compact variant directory under models/ or build/variants/ (``TorchAttention``
+reads the checkpoint or compact variant directory under models/ (``TorchAttention``
 + ``TorchTranslator``). Every variant of one figure is teacher-forced on the SAME output tokens, so the
 maps differ only through the weights.
 """
@@ -23,7 +23,7 @@ from .attention_maps import KIND_TITLES, KINDS, AttentionMaps, EntropyMeter, map
 from .search import SearchConfig, length_batches
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODEL_ROOTS = (REPO_ROOT / "models", REPO_ROOT / "build" / "variants")
+MODEL_ROOTS = (REPO_ROOT / "models",)  # the base and every variant (post-training ones: `make variants`)
 BACKENDS = ("torch", "onnx")
 
 
@@ -69,8 +69,8 @@ def find_model_dir(name: str, roots: Sequence[Path | str] = MODEL_ROOTS) -> Path
                 if meta.get("name") == name:
                     return path.parent
     raise KeyError(f"no model or variant named {name!r} under {', '.join(map(str, roots))} (found: {sorted(set(seen))}); "
-                   f"build it with `python -m compression compress --config configs/variants/{name}.toml "
-                   f"--out build/variants/{name}`")
+                   f"build it with `make variants` or `python -m compression compress --config "
+                   f"configs/variants/{name}.toml`")
 
 
 def open_torch(name: str, roots: Sequence[Path | str] = MODEL_ROOTS, device: str = "cpu") -> StudyVariant:

@@ -1,8 +1,8 @@
 """ONNX Runtime attention graph vs PyTorch ``last_weights`` on the shipped variants: the largest absolute
 difference of any attention weight over the first N test sentences, teacher-forced on the references.
 
-    python -m compression export --variant base --variant kmeans-4bit --variant binary --variant pruned-90 --out build/onnx
-    python -m compression export --variant kmeans-8bit-pt --variants-root build/variants --out build/onnx
+    python -m compression export --variant base --variant kmeans-8bit-pt --variant kmeans-4bit --variant binary \
+        --variant pruned-90 --out build/onnx
     python benchmarks/attention/parity.py --onnx-root build/onnx --limit 200 --out benchmarks/attention/parity.json
 """
 

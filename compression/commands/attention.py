@@ -28,10 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", default="reference,own",
                    help="--entropy: teacher-force on 'reference', the variant's 'own' greedy output, or both (default)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="torch: variants under models/ and build/variants/ (default); onnx: exports under --onnx-root")
+                   help="torch: variants under models/ (default); onnx: exports under --onnx-root")
     p.add_argument("--models-root", action="append", default=None, metavar="DIR",
-                   help="torch backend: where variants are searched by manifest name (repeatable; default models/ "
-                        "and build/variants/)")
+                   help="torch backend: where variants are searched by manifest name (repeatable; default models/)")
     p.add_argument("--onnx-root", default=None, help="onnx backend: export root (default build/onnx or $TZIP_ONNX_ROOT)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dpi", type=int, default=110)
