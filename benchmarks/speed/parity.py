@@ -2,6 +2,7 @@
 
     python -m compression export --all --out build/onnx
     python benchmarks/speed/parity.py --jobs 2 --threads 1     # -> benchmarks/speed/parity_variants.{json,md}
+    python benchmarks/speed/parity.py --variants NEW --update  # add one (new) export's row to those files
 
 For every export under --export-dir (one worker process per export, --jobs at once, --threads each):
 
@@ -126,7 +127,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime and PyTorch threads per process")
     ap.add_argument("--no-identity", dest="identity", action="store_false", help="skip PyTorch CPU greedy")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "speed" / "parity_variants"))
+    ap.add_argument("--update", action="store_true",
+                    help="measure only --variants and put their rows into the existing OUT.json (e.g. a new variant)")
     args = ap.parse_args()
+    if args.update and not (args.variants and Path(f"{args.out}.json").exists()):
+        sys.exit("--update needs --variants and an existing OUT.json; without it, measure every export")
 
     exports = {m["name"]: m for m in list_exported(args.export_dir)}
     names = args.variants.split(",") if args.variants else sorted(exports, key=lambda n: (n != "base", n))
@@ -144,11 +149,21 @@ def main() -> None:
             row = fut.result()
             rows[row["name"]] = row
             tqdm.write(json.dumps(row), file=sys.stderr)
-    result = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
-              "split": "test_2016_flickr", "limit": args.limit, "batch": args.batch, "threads": args.threads,
-              "jobs": args.jobs, "seconds": round(time.perf_counter() - t0, 1),
-              "load_average": [round(x, 2) for x in os.getloadavg()],
-              "max_delta": MAX_DELTA, "exports": [rows[n] for n in names]}
+    command = "python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:])
+    run = {"command": command, "seconds": round(time.perf_counter() - t0, 1),
+           "load_average": [round(x, 2) for x in os.getloadavg()], "exports": names}
+    result = {"command": command, "split": "test_2016_flickr", "limit": args.limit, "batch": args.batch,
+              "threads": args.threads, "jobs": args.jobs, "seconds": run["seconds"],
+              "load_average": run["load_average"], "max_delta": MAX_DELTA, "exports": [rows[n] for n in names]}
+    if args.update:
+        old = json.loads(Path(f"{args.out}.json").read_text())
+        settings = ("split", "limit", "batch", "threads")
+        if any(old.get(k) != result[k] for k in settings):
+            sys.exit(f"--update: {settings} differ from {args.out}.json's; measure every export instead")
+        merged = {r["name"]: r for r in old["exports"]} | rows
+        runs = old.get("runs") or [{k: old[k] for k in ("command", "seconds", "load_average")}]
+        result = {**old, "runs": [*runs, run],
+                  "exports": [merged[n] for n in sorted(merged, key=lambda n: (n != "base", n))]}
     Path(f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
     Path(f"{args.out}.md").write_text(markdown(result))
     print(markdown(result))
@@ -160,11 +175,13 @@ def _f(v: Any) -> str:
 
 def markdown(result: dict) -> str:
     lim = "all 1000" if result["limit"] is None else f"first {result['limit']}"
+    runs = result.get("runs") or [result]
     lines = [
         "# ONNX Runtime vs PyTorch on test_2016_flickr, every export", "",
-        f"Command: `{result['command']}` (after `python -m compression export --all --out build/onnx`)", "",
+        "Command (after `make export`, i.e. `python -m compression export --all --out build/onnx`):", "",
+        *[f"    {r['command']}    # {r['seconds']} s, load average {r['load_average'][0]}" for r in runs], "",
         f"{lim} sentences, batch {result['batch']}, {result['threads']} thread(s) per process, "
-        f"{result['jobs']} processes at once; {result['seconds']} s in all.", "",
+        f"up to {result['jobs']} processes at once.", "",
         "- **torch**: the PyTorch BLEU recorded with the model/variant (its `metrics.json`; the shipped variants "
         "were measured on the H200 in PyTorch, fp32). fp16 and int8 are graph-only exports of the base "
         "(`*`): compared with the base's PyTorch fp32 BLEU.",
