@@ -30,6 +30,7 @@ def main() -> None:
     model, tok = load_model()
     tr = TorchTranslator(model, tok)
     sents = [s for s, _ in load_split("test_2016_flickr")[: args.n]]
+    load_before = [round(x, 2) for x in os.getloadavg()]
     for s in sents[:5]:
         tr.translate([s], SearchConfig(beam=1))
     times = []
@@ -41,7 +42,8 @@ def main() -> None:
     result = {"what": "PyTorch eager fp32, greedy, batch 1, one sentence per call", "sentences": len(sents),
               "median_ms": round(statistics.median(times), 1), "p95_ms": round(q[18], 1),
               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "command": "python benchmarks/latency_torch_cpu.py"}
+              "torch": torch.__version__,
+              "load_average_before_after": [load_before, [round(x, 2) for x in os.getloadavg()]], "command": "python benchmarks/latency_torch_cpu.py"}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
