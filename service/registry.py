@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -162,6 +163,9 @@ class VariantRegistry:
                 f"above TZIP_MEMORY_BUDGET_MB={s.memory_budget_mb:g}; raise the budget"
             )
         self.device = resolve_device(s.device)
+        # compression.runtime reads TZIP_ORT_SPIN when it creates a session; the service's setting of the
+        # same name (validated above) decides it for every session the service creates
+        os.environ["TZIP_ORT_SPIN"] = "1" if s.ort_spin else "0"
         log.info("variants under %s: %s (default %s, device %s)", root, ", ".join(self.names), self.default, self.device)
 
     @property
