@@ -173,8 +173,17 @@ def report(directory: Path) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     cmds = []
-    for path in sorted(directory.glob("*/summary.json"), key=lambda p: json.loads(p.read_text())["started"]):
-        s = json.loads(path.read_text())
+    summaries = sorted((json.loads(p.read_text()) for p in directory.glob("*/summary.json")), key=lambda s: s["started"])
+    by_label = {s["label"]: s for s in summaries}
+    notes = []
+    for label, s in by_label.items():
+        full = by_label.get(label.removesuffix("-batch1")) if label.endswith("-batch1") else None
+        if full:
+            v = next(iter(s["variants"]))
+            a, b = full["variants"][v]["sentences_per_s"], s["variants"][v]["sentences_per_s"]
+            notes.append(f"- dynamic batching on {v}: {a:g} sentences/s against {b:g} with TZIP_MAX_BATCH_SIZE=1 "
+                         f"under the same load: {a / b:.2f}x")
+    for s in summaries:
         prov = ", ".join(f"{k}: {v}" for k, v in s.get("providers", {}).items())
         cmds.append(f"- `{s['label']}`: `{s['command']}` ({s['machine']}; {prov}; {s['started']})")
         for v, r in s["variants"].items():
@@ -183,10 +192,15 @@ def report(directory: Path) -> str:
             lines.append(
                 f"| {s['label']} | {v} | {s['users']} | {s['seconds']} | {s.get('loadavg_1m_before', '')} | "
                 f"{r['requests_per_s']} | {r['sentences_per_s']} | {r['p50_ms']:g} | "
-                f"{r['p95_ms']:g} | {r['p99_ms']:g} | {r.get('mean_batch_size', float('nan')):.1f} | "
+                f"{r['p95_ms']:g} | {r['p99_ms']:g} | {_fmt(r.get('mean_batch_size'))} | "
                 f"{r['deliberate_503']} | {r['other_failures']} |"
             )
-    return "\n".join(lines) + "\n\nCommands:\n\n" + "\n".join(cmds) + "\n"
+    head = "\n".join(notes) + "\n\n" if notes else ""
+    return head + "\n".join(lines) + "\n\nCommands:\n\n" + "\n".join(cmds) + "\n"
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:.1f}"
 
 
 def main() -> int:
