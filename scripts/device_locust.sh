@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Load test on the H200: the service on CUDA serving the fp16 variant, locust on the same machine.
-# Target: >= 1,000 sentences/s sustained over HTTP. Two 60 s runs: one sentence per request (256 users,
-# 4 locust processes) and eight sentences per request (128 users); results come back as one archive.
+# Target: >= 1,000 sentences/s sustained over HTTP. 60 s runs: one sentence per request (256 users,
+# 4 locust processes), eight sentences per request (128 users), and (ALL_VARIANTS=1, the default) every
+# shipped variant at once, round-robin, one sentence per request; results come back as one archive.
+# About 5 minutes.
 #
 # Before it (see /work/shared/docs/gpu.md): call 1 puts ort.part-aa in /tmp/ort; this is call 2 with
 #   carry [".ortgpu/ort.part-ab", ".whl"]   (.whl from scripts/locust_wheels.sh, ~20 MiB)
@@ -45,11 +47,17 @@ if [ ! -f "$root/fp16/manifest.json" ]; then
 fi
 res=runs/locust-gpu
 rm -rf "$res" && mkdir -p "$res"
-common=(--variants fp16 --time "$secs" --out "$res" --ready-timeout 240
+common=(--time "$secs" --out "$res" --ready-timeout 240
         --env TZIP_DEVICE=cuda --env "TZIP_MODEL_ROOT=$root" --env TZIP_MAX_BATCH_SIZE=256
         --env TZIP_MAX_WAIT_MS=5 --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2 --env TZIP_DEFAULT_VARIANT=fp16)
-"$py" benchmarks/locust/run.py --label h200-fp16-1text "${common[@]}" --users 256 --texts 1 --processes 4
-"$py" benchmarks/locust/run.py --label h200-fp16-8texts "${common[@]}" --users 128 --texts 8 --processes 4
+"$py" benchmarks/locust/run.py --label h200-fp16-1text --variants fp16 "${common[@]}" --users 256 --texts 1 --processes 4
+"$py" benchmarks/locust/run.py --label h200-fp16-8texts --variants fp16 "${common[@]}" --users 128 --texts 8 --processes 4
+if [ "${ALL_VARIANTS:-1}" != 0 ]; then  # every shipped variant at once on CUDA: per-variant figures
+  [ -f "$root/kmeans-4bit/manifest.json" ] || "$py" -m compression export --all --out "$root"
+  all=$("$py" -c "import sys; from compression.runtime import list_exported; print(','.join(m['name'] for m in list_exported(sys.argv[1])))" "$root")
+  "$py" benchmarks/locust/run.py --label h200-all-variants --variants "$all" "${common[@]}" \
+    --users 256 --texts 1 --processes 4 --env TZIP_MEMORY_BUDGET_MB=8192
+fi
 "$py" benchmarks/locust/run.py --report "$res"
 grep -h '"provider"\|CUDA\|provider' "$res"/*/service.log | head -5 || true
 cp "$res/results.md" "$out/results.md"
