@@ -300,8 +300,8 @@ class OnnxTranslator:
         return str(self.manifest.get("name"))
 
     def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig | None = None) -> list[list[int]]:
-        cfg = cfg or SearchConfig()
         s = self.spec
+        cfg = (cfg or SearchConfig()).capped(s.max_positions)
         src_ids = [x[: s.max_positions] for x in src_ids]
         stepper = OrtStepper(self, pad_batch(src_ids, s.pad_id), cfg.beam)
         return search_ids(stepper, src_ids, cfg, s.decoder_start_id, s.eos_id)

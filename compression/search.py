@@ -9,7 +9,7 @@ row and optionally a reordering of rows, returns the next-token log-probabilitie
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +37,10 @@ class SearchConfig:
             raise ValueError(f"beam must be in 1..64, got {self.beam}")
         if self.max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {self.max_len}")
+
+    def capped(self, max_positions: int) -> SearchConfig:
+        """The same search with max_len within the model's position table (it cannot decode further)."""
+        return replace(self, max_len=min(self.max_len, max_positions)) if self.max_len > max_positions else self
 
     def limit(self, src_len: int) -> int:
         return max(1, min(self.max_len, int(self.max_len_a * src_len + self.max_len_b)))

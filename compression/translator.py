@@ -44,6 +44,7 @@ class TorchTranslator:
     @torch.no_grad()
     def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig) -> list[list[int]]:
         m = self.model.cfg
+        cfg = cfg.capped(m.max_positions)
         src_ids = [s[: m.max_positions] for s in src_ids]
         src = torch.from_numpy(pad_batch(src_ids, m.pad_id)).to(self.device)
         stepper = TorchStepper(self.model, src, cfg.beam)

@@ -122,3 +122,15 @@ def test_tampered_checkpoint_refused(trained, tiny_tokenizer, tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="modified or corrupted"):
         load_model(tmp_path / "m")
+
+
+def test_output_length_is_capped_by_the_position_table(tiny_tokenizer):
+    from compression.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=tiny_tokenizer.vocab_size, d_model=16, n_heads=2, ffn_dim=32,
+                      encoder_layers=1, decoder_layers=1, max_positions=12)
+    tr = TorchTranslator(Transformer(cfg).eval(), tiny_tokenizer)
+    long_text = " ".join(s for s, _ in PAIRS)  # longer than 12 positions on both sides
+    out = tr.translate_ids(tiny_tokenizer.encode([long_text]), SearchConfig(beam=2, max_len=200))
+    assert len(out[0]) <= 12
