@@ -5,7 +5,7 @@
 # shipped variant at once, round-robin, one sentence per request; results come back as one archive.
 # About 5 minutes.
 #
-# Before it (see /work/shared/docs/gpu.md): call 1 puts ort.part-aa in /tmp/ort; this is call 2 with
+# Before it (see the shared docs/gpu.md): call 1 puts ort.part-aa in /tmp/ort; this is call 2 with
 #   carry [".ortgpu/ort.part-ab", ".whl"]   (.whl from scripts/locust_wheels.sh, ~20 MiB)
 #   command  bash scripts/device_locust.sh
 # It exports the fp16 variant there (torch is on the device), so no export needs to be carried.
