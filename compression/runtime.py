@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from . import manifest as manifest_lib
 from . import onnx_format as fmt
-from .search import SearchConfig, length_batches, pad_batch, search_ids
+from .search import LengthBatchedTranslator, SearchConfig, pad_batch, search_ids
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ class OrtStepper:
         return full
 
 
-class OnnxTranslator:
+class OnnxTranslator(LengthBatchedTranslator):
     """Greedy/beam translation over an exported variant directory (verified against its manifest first)."""
 
     backend = "onnx"
@@ -305,15 +305,6 @@ class OnnxTranslator:
         src_ids = [x[: s.max_positions] for x in src_ids]
         stepper = OrtStepper(self, pad_batch(src_ids, s.pad_id), cfg.beam)
         return search_ids(stepper, src_ids, cfg, s.decoder_start_id, s.eos_id)
-
-    def translate(self, texts: list[str], cfg: SearchConfig | None = None, batch_size: int = 64) -> list[str]:
-        cfg = cfg or SearchConfig()
-        ids = self.tokenizer.encode(texts)
-        out: list[list[int]] = [[] for _ in texts]
-        for idx in length_batches([len(x) for x in ids], batch_size):
-            for i, hyp in zip(idx, self.translate_ids([ids[i] for i in idx], cfg), strict=True):
-                out[i] = hyp
-        return self.tokenizer.decode(out)
 
 
 def load_translator(directory: Path | str | None = None, variant: str | None = None, device: str = "cpu",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -145,6 +145,25 @@ def search_ids(stepper: Stepper, src_ids: list[list[int]], cfg: SearchConfig, st
     if cfg.beam == 1:
         return greedy(stepper, limits, start_id, eos_id)
     return beam_search(stepper, limits, cfg.beam, start_id, eos_id, cfg.length_penalty)
+
+
+class LengthBatchedTranslator:
+    """Text in, text out for any backend: tokenise, translate in length-sorted batches, restore the order.
+    Subclasses (PyTorch, ONNX Runtime) provide ``tokenizer`` and ``translate_ids``."""
+
+    tokenizer: Any
+
+    def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig) -> list[list[int]]:
+        raise NotImplementedError
+
+    def translate(self, texts: list[str], cfg: SearchConfig | None = None, batch_size: int = 64) -> list[str]:
+        cfg = cfg or SearchConfig()
+        ids = self.tokenizer.encode(texts)
+        out: list[list[int]] = [[] for _ in texts]
+        for idx in length_batches([len(x) for x in ids], batch_size):
+            for i, hyp in zip(idx, self.translate_ids([ids[i] for i in idx], cfg), strict=True):
+                out[i] = hyp
+        return self.tokenizer.decode(out)
 
 
 def _strip(row: np.ndarray, eos_id: int) -> list[int]:

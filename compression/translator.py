@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .model import Transformer
-from .search import SearchConfig, length_batches, pad_batch, search_ids
+from .search import LengthBatchedTranslator, SearchConfig, pad_batch, search_ids
 from .tokenizer import Tokenizer
 
 
@@ -32,7 +32,7 @@ class TorchStepper:
         return logits[:, -1].float().log_softmax(-1).cpu().numpy()
 
 
-class TorchTranslator:
+class TorchTranslator(LengthBatchedTranslator):
     backend = "torch"
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer, device: str | torch.device = "cpu"):
@@ -49,12 +49,3 @@ class TorchTranslator:
         src = torch.from_numpy(pad_batch(src_ids, m.pad_id)).to(self.device)
         stepper = TorchStepper(self.model, src, cfg.beam)
         return search_ids(stepper, src_ids, cfg, m.decoder_start_id, m.eos_id)
-
-    def translate(self, texts: list[str], cfg: SearchConfig | None = None, batch_size: int = 64) -> list[str]:
-        cfg = cfg or SearchConfig()
-        ids = self.tokenizer.encode(texts)
-        out: list[list[int]] = [[] for _ in texts]
-        for idx in length_batches([len(x) for x in ids], batch_size):
-            for i, hyp in zip(idx, self.translate_ids([ids[i] for i in idx], cfg), strict=True):
-                out[i] = hyp
-        return self.tokenizer.decode(out)
