@@ -25,29 +25,16 @@ from . import onnx_format as fmt
 from .onnx_graphs import (
     Graph,
     WeightSource,
+    attention,
     embed,
+    encoder_stack,
     ffn,
-    layer_norm,
     linear,
     linears,
     self_attention_qkv,
     split_heads,
     sublayer,
 )
-
-
-def attention_weights(g: Graph, cfg, w: WeightSource, q: str, prefix: str, k: str, v: str, mask: str,
-                      keep: list[str]) -> str:
-    """``onnx_graphs.attention`` (full sequences) that also appends its softmax (B, H, Tq, Tk) to ``keep``."""
-    head_dim = cfg.d_model // cfg.n_heads
-    q = g.op("Mul", split_heads(g, cfg, q), g.scalar(head_dim**-0.5))  # scaled after the bias, as in torch
-    scores = g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2]))  # (B, H, Tq, Tk)
-    scores = g.op("Where", mask, scores, g.scalar(float(np.finfo(g.dtype).min)))
-    weights = g.op("Softmax", scores, axis=-1)
-    keep.append(weights)
-    out = g.op("MatMul", weights, v)  # (B, H, Tq, Dh)
-    out = g.op("Reshape", g.op("Transpose", out, perm=[0, 2, 1, 3]), g.i64(0, 0, cfg.d_model))
-    return linear(g, w, out, f"{prefix}.out_proj")
 
 
 def causal_mask(g: Graph, ids: str) -> str:
@@ -73,19 +60,7 @@ def build_attention(cfg, w: WeightSource, float_dtype: Any = np.float32) -> onnx
     dec_maps: list[str] = []
     cross_maps: list[str] = []
 
-    src_mask = g.op("Unsqueeze", g.op("Not", g.op("Equal", src, g.i64(cfg.pad_id))), g.i64(1, 2))  # (B, 1, 1, S)
-    h = embed(g, cfg, w, src, g.i64(0))
-    for i in range(cfg.encoder_layers):
-        p = f"encoder.layers.{i}"
-
-        def enc_self(x: str, p: str = p) -> str:
-            q, k, v = self_attention_qkv(g, cfg, w, x, f"{p}.self_attn")
-            return attention_weights(g, cfg, w, q, f"{p}.self_attn", k, v, src_mask, enc_maps)
-
-        h = sublayer(g, cfg, w, h, f"{p}.self_attn_layer_norm", enc_self)
-        h = sublayer(g, cfg, w, h, f"{p}.final_layer_norm", lambda x, p=p: ffn(g, cfg, w, x, p))
-    if cfg.normalize_before:
-        h = layer_norm(g, cfg, w, h, "encoder.layer_norm")
+    h, src_mask = encoder_stack(g, cfg, w, src, keep=enc_maps)
     # cross keys/values of every layer in one MatMul, as the encoder graph does: the same stacked initializer
     kv = linears(g, cfg, w, h, [f"decoder.layers.{i}.encoder_attn.{p}_proj" for i in range(cfg.decoder_layers) for p in "kv"])
 
@@ -96,12 +71,12 @@ def build_attention(cfg, w: WeightSource, float_dtype: Any = np.float32) -> onnx
 
         def dec_self(x: str, p: str = p) -> str:
             q, k, v = self_attention_qkv(g, cfg, w, x, f"{p}.self_attn")
-            return attention_weights(g, cfg, w, q, f"{p}.self_attn", k, v, self_mask, dec_maps)
+            return attention(g, cfg, w, q, f"{p}.self_attn", k, v, self_mask, keep=dec_maps)
 
         def cross(x: str, i: int = i, p: str = p) -> str:
             q = linear(g, w, x, f"{p}.encoder_attn.q_proj")
             k, v = (split_heads(g, cfg, kv[2 * i + j]) for j in (0, 1))
-            return attention_weights(g, cfg, w, q, f"{p}.encoder_attn", k, v, src_mask, cross_maps)
+            return attention(g, cfg, w, q, f"{p}.encoder_attn", k, v, src_mask, keep=cross_maps)
 
         h = sublayer(g, cfg, w, h, f"{p}.self_attn_layer_norm", dec_self)
         h = sublayer(g, cfg, w, h, f"{p}.encoder_attn_layer_norm", cross)

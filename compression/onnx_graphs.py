@@ -208,15 +208,18 @@ def self_attention_qkv(g: Graph, cfg, w: WeightSource, x: str, prefix: str, step
 
 
 def attention(g: Graph, cfg, w: WeightSource, q: str, prefix: str, k: str, v: str, mask: str | None,
-              step: bool = False) -> str:
+              step: bool = False, keep: list[str] | None = None) -> str:
     """q projected (B, Tq, D), or (N, D) in a decoder step; k, v (B, H, Tk, Dh); mask (B, 1, 1|Tq, Tk)
-    bool, True = may attend, or None."""
+    bool, True = may attend, or None. ``keep`` collects the softmax (B, H, Tq, Tk) (attention maps)."""
     head_dim = cfg.d_model // cfg.n_heads
     q = g.op("Mul", split_heads(g, cfg, q, step), g.scalar(head_dim**-0.5))  # scaled after the bias, as in torch
     scores = g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2]))  # (B, H, Tq, Tk)
     if mask is not None:
         scores = g.op("Where", mask, scores, g.scalar(float(np.finfo(g.dtype).min)))
-    out = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)  # (B, H, Tq, Dh)
+    weights = g.op("Softmax", scores, axis=-1)
+    if keep is not None:
+        keep.append(weights)
+    out = g.op("MatMul", weights, v)  # (B, H, Tq, Dh)
     if step:
         out = g.op("Reshape", out, g.i64(-1, cfg.d_model))  # (N, D)
     else:
@@ -251,12 +254,8 @@ def expand_rows(g: Graph, x: str, times: str, rank: int) -> str:
     return g.op("Reshape", x, g.op("Concat", g.i64(-1), g.op("Shape", x, start=2), axis=0))
 
 
-# -- the two graphs -------------------------------------------------------------------------------
-def build_encoder(cfg, w: WeightSource, float_dtype: Any = np.float32) -> onnx.ModelProto:
-    g = Graph("tzip_encoder", float_dtype)
-    H, Dh = cfg.n_heads, cfg.d_model // cfg.n_heads
-    src = g.add_input("src_ids", TensorProto.INT64, ["batch", "src_len"])
-    expand = g.add_input("expand", TensorProto.INT64, [])
+def encoder_stack(g: Graph, cfg, w: WeightSource, src: str, keep: list[str] | None = None) -> tuple[str, str]:
+    """src ids (B, S) -> encoder output (B, S, D) and src mask (B, 1, 1, S); ``keep`` as in ``attention``."""
     mask = g.op("Unsqueeze", g.op("Not", g.op("Equal", src, g.i64(cfg.pad_id))), g.i64(1, 2))  # (B, 1, 1, S)
     h = embed(g, cfg, w, src, g.i64(0))
     for i in range(cfg.encoder_layers):
@@ -264,12 +263,22 @@ def build_encoder(cfg, w: WeightSource, float_dtype: Any = np.float32) -> onnx.M
 
         def self_attention(x: str, p: str = p) -> str:
             q, k, v = self_attention_qkv(g, cfg, w, x, f"{p}.self_attn")
-            return attention(g, cfg, w, q, f"{p}.self_attn", k, v, mask)
+            return attention(g, cfg, w, q, f"{p}.self_attn", k, v, mask, keep=keep)
 
         h = sublayer(g, cfg, w, h, f"{p}.self_attn_layer_norm", self_attention)
         h = sublayer(g, cfg, w, h, f"{p}.final_layer_norm", lambda x, p=p: ffn(g, cfg, w, x, p))
     if cfg.normalize_before:
         h = layer_norm(g, cfg, w, h, "encoder.layer_norm")
+    return h, mask
+
+
+# -- the two graphs -------------------------------------------------------------------------------
+def build_encoder(cfg, w: WeightSource, float_dtype: Any = np.float32) -> onnx.ModelProto:
+    g = Graph("tzip_encoder", float_dtype)
+    H, Dh = cfg.n_heads, cfg.d_model // cfg.n_heads
+    src = g.add_input("src_ids", TensorProto.INT64, ["batch", "src_len"])
+    expand = g.add_input("expand", TensorProto.INT64, [])
+    h, mask = encoder_stack(g, cfg, w, src)
     expand1 = g.op("Reshape", expand, g.i64(1))
     memory = expand_rows(g, h, expand1, 3)  # (B*K, S, D)
     g.add_output(expand_rows(g, mask, expand1, 4), "src_mask", TensorProto.BOOL, ["rows", 1, 1, "src_len"])
