@@ -28,11 +28,13 @@ WORKDIR /app
 COPY docker/requirements-service.txt docker/
 RUN pip install --no-cache-dir -r docker/requirements-service.txt
 COPY pyproject.toml ./
-COPY compression compression
+# the torch-free runtime package only: the offline packages (train, compress, export, ...) stay in the export stage
+COPY compression/__init__.py compression/
+COPY compression/runtime compression/runtime
 COPY service service
 # the service's code only (its dependencies are pinned above); fail the build if anything pulls in torch
 RUN pip install --no-cache-dir --no-deps . \
- && python -c "import sys, service.main, compression.runtime; assert 'torch' not in sys.modules, 'torch imported'"
+ && python -c "import sys, service.main, compression.runtime.translator; assert 'torch' not in sys.modules, 'torch imported'"
 COPY --from=export /export /app/build/onnx
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin tzip
 USER 10001:10001

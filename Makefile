@@ -23,8 +23,8 @@ serve: $(STAMP) $(EXPORT_STAMP)
 # a model or the export code changes; `make serve` serves them.
 export: $(EXPORT_STAMP)
 $(EXPORT_STAMP): $(STAMP) $(shell find models -name manifest.json 2>/dev/null) \
-		compression/export.py compression/onnx_graphs.py compression/onnx_compact.py compression/onnx_format.py \
-		compression/onnx_attention.py
+		$(wildcard compression/export/*.py) compression/runtime/graphs.py compression/runtime/graphs_compact.py \
+		compression/runtime/graphs_attention.py compression/runtime/onnx_format.py
 	$(PY) -m compression export --all --out $(EXPORT_DIR)
 	# fp16 and int8 are graph-only variants of the base: measure their BLEU through ONNX Runtime (~1 min)
 	$(PY) -m compression export --variant fp16 --variant int8 --evaluate --out $(EXPORT_DIR)
@@ -36,10 +36,12 @@ bench-speed: $(EXPORT_STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 translate: $(STAMP)
 	$(PY) -m compression translate

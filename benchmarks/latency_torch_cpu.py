@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from compression.checkpoint import load_model
-from compression.data import load_split
-from compression.search import SearchConfig
-from compression.translator import TorchTranslator
+from compression.runtime.search import SearchConfig
+from compression.train.checkpoint import load_model
+from compression.train.data import load_split
+from compression.train.translator import TorchTranslator
 
 
 def main() -> None:

@@ -20,12 +20,12 @@ import torch
 from ctranslate2.converters import TransformersConverter
 from transformers import MarianMTModel
 
-from compression.checkpoint import load_model
-from compression.data import load_split
-from compression.evaluate import bleu_chrf
-from compression.marian import export_marian
-from compression.search import SearchConfig, pad_batch
-from compression.translator import TorchTranslator
+from compression.interop.marian_export import export_marian
+from compression.runtime.search import SearchConfig, pad_batch
+from compression.train.checkpoint import load_model
+from compression.train.data import load_split
+from compression.train.evaluate import bleu_chrf
+from compression.train.translator import TorchTranslator
 
 BATCH = 32
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from compression.search import SearchConfig
+from compression.runtime.search import SearchConfig
 
 from .metrics import Metrics
 

@@ -7,6 +7,8 @@ string"); the raw pydantic errors follow in ``errors`` without echoing the clien
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -76,10 +78,13 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
+Handler = Callable[[Request, Any], Awaitable[JSONResponse]]  # each takes its own exception type
+HANDLERS: dict[type[Exception], Handler] = {
+    RequestValidationError: validation_error, BadInput: bad_input, UnknownVariant: unknown_variant,
+    Overloaded: overloaded, VariantUnavailable: unavailable, StarletteHTTPException: http_error,
+}
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(BadInput, bad_input)
-    app.add_exception_handler(UnknownVariant, unknown_variant)
-    app.add_exception_handler(Overloaded, overloaded)
-    app.add_exception_handler(VariantUnavailable, unavailable)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    for exc_type, handler in HANDLERS.items():
+        app.add_exception_handler(exc_type, handler)

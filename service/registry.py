@@ -1,9 +1,9 @@
 """Variant lifecycle: discovery by manifest, preloading, lazy loading, a memory budget with LRU unloading.
 
-Variants are found once at start-up by their manifests (``compression.runtime.list_exported``) and
+Variants are found once at start-up by their manifests (``compression.runtime.catalogue.list_exported``) and
 are known by the ``name`` recorded there; a client's ``?variant=`` is only ever compared with those
-names, so it never reaches a file path. Loading goes through ``compression.runtime.load_translator``,
-which checks every file's sha256 before it creates a session: a tampered variant is refused (and
+names, so it never reaches a file path. Loading hands the directory found at start-up to the loader
+(``compression.runtime.translator.OnnxTranslator``), which checks every file's sha256 before it creates a session: a tampered variant is refused (and
 retried after ``retry_failed_load_s``) while the others keep serving. Concurrent first requests for a
 variant wait on one lock and load it once. A variant's memory cost is its bytes on disk; when a load
 would exceed the budget, idle variants unload least recently used first (the default one stays).
@@ -15,15 +15,16 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from compression.search import SearchConfig
+from compression.runtime.attention import OnnxAttention
+from compression.runtime.search import SearchConfig
+from compression.runtime.sessions import SessionFactory
 
 from .batcher import BatchResult, DynamicBatcher
 from .metrics import Metrics
@@ -31,7 +32,22 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-Loader = Callable[..., Any]  # (directory, variant=name, device=...) -> translator
+
+
+class Translator(Protocol):
+    """What the registry serves: ``OnnxTranslator`` (tests wrap it)."""
+
+    provider: str
+
+    def translate(self, texts: list[str], cfg: SearchConfig | None = None, batch_size: int = 64) -> list[str]: ...
+
+
+class Loader(Protocol):
+    """Opens the variant in ``directory`` (found by its manifest at start-up) with the service's sessions."""
+
+    def __call__(self, directory: Path, sessions: SessionFactory) -> Translator: ...
+
+
 Lister = Callable[[Path], list[dict[str, Any]]]
 WARMUP_TEXT = "A man is riding a bike."
 
@@ -61,6 +77,7 @@ class Variant:
     state: str = "available"  # available -> loading -> loaded | refused; loaded -> available when unloaded
     error: str | None = None
     translator: Any = None
+    attention: OnnxAttention | None = None  # attention.onnx, opened on the first /attention request
     batcher: DynamicBatcher | None = None
     provider: str | None = None
     last_used: float = 0.0
@@ -71,6 +88,18 @@ class Variant:
     @property
     def cost(self) -> int:
         return int(_number(self.manifest.get("bytes")) or 0)
+
+    @property
+    def attention_cost(self) -> int:
+        """The attention session holds the variant's weights once more."""
+        return self.model_bytes
+
+    @property
+    def held(self) -> int:
+        """Bytes this variant holds now under the memory budget."""
+        if self.state not in ("loaded", "loading"):
+            return 0
+        return self.cost + (self.attention_cost if self.attention is not None else 0)
 
     @property
     def max_positions(self) -> int | None:
@@ -118,15 +147,16 @@ def pick_default(manifests: list[dict[str, Any]]) -> str:
 class VariantRegistry:
     def __init__(self, settings: Settings, metrics: Metrics, loader: Loader | None = None, lister: Lister | None = None):
         if loader is None or lister is None:
-            from compression import runtime
+            from compression.runtime import catalogue
+            from compression.runtime.translator import OnnxTranslator
 
-            loader, lister = loader or runtime.load_translator, lister or runtime.list_exported
+            loader, lister = loader or OnnxTranslator, lister or catalogue.list_exported
         self.settings, self.metrics = settings, metrics
         self._loader, self._lister = loader, lister
         self._variants: dict[str, Variant] = {}
         self._budget_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="tzip-infer")
-        self.device = "cpu"
+        self.sessions = SessionFactory(threads=settings.session_threads, spin=settings.ort_spin)
         self.default = ""
         self.ready = False
         self.not_ready_reason = "starting: loading the default variant"
@@ -162,11 +192,12 @@ class VariantRegistry:
                 f"the default variant {self.default!r} needs {self._variants[self.default].cost / 2**20:.1f} MB, "
                 f"above TZIP_MEMORY_BUDGET_MB={s.memory_budget_mb:g}; raise the budget"
             )
-        self.device = resolve_device(s.device)
-        # compression.runtime reads TZIP_ORT_SPIN when it creates a session; the service's setting of the
-        # same name (validated above) decides it for every session the service creates
-        os.environ["TZIP_ORT_SPIN"] = "1" if s.ort_spin else "0"
+        self.sessions = SessionFactory(resolve_device(s.device), s.session_threads, s.ort_spin)
         log.info("variants under %s: %s (default %s, device %s)", root, ", ".join(self.names), self.default, self.device)
+
+    @property
+    def device(self) -> str:
+        return self.sessions.device
 
     @property
     def names(self) -> list[str]:
@@ -250,10 +281,7 @@ class VariantRegistry:
             await self._make_room(v)
             start = time.perf_counter()
             try:
-                translator = await asyncio.to_thread(
-                    self._loader, self.settings.model_root, variant=v.name, device=self.device,
-                    threads=self.settings.session_threads,
-                )
+                translator = await asyncio.to_thread(self._loader, Path(v.manifest["path"]), self.sessions)
                 await asyncio.to_thread(translator.translate, [WARMUP_TEXT], SearchConfig(), 1)
             except Exception as e:
                 v.state, v.failed_at = "refused", time.monotonic()
@@ -276,37 +304,56 @@ class VariantRegistry:
 
     async def _make_room(self, v: Variant) -> None:
         """Reserve v's bytes under the budget, unloading idle variants least recently used first."""
-        budget = self.settings.memory_budget_mb * 2**20
+        budget = int(self.settings.memory_budget_mb * 2**20)
         async with self._budget_lock:
-            def used() -> int:
-                return sum(x.cost for x in self._variants.values() if x.state in ("loaded", "loading"))
-
-            while used() + v.cost > budget:
-                idle = [
-                    x for x in self._variants.values()
-                    if x.state == "loaded" and x.name != self.default and x.in_use == 0
-                    and x.batcher is not None and x.batcher.idle
-                ]
-                if not idle:
-                    raise VariantUnavailable(
-                        f"variant {v.name!r} ({v.cost / 2**20:.1f} MB) does not fit TZIP_MEMORY_BUDGET_MB="
-                        f"{self.settings.memory_budget_mb:g} next to the variants in use; retry later or raise the budget",
-                        retry_after=5,
-                    )
-                await self._unload(min(idle, key=lambda x: x.last_used))
+            await self._reserve(v, v.cost, budget)
             v.state = "loading"
+
+    async def _reserve(self, v: Variant, extra: int, budget: int) -> None:
+        """Unload idle variants, least recently used first, until ``extra`` more bytes for ``v`` fit (call
+        with the budget lock held)."""
+        def used() -> int:
+            return sum(x.held for x in self._variants.values())
+
+        while used() + extra > budget:
+            idle = [
+                x for x in self._variants.values()
+                if x.state == "loaded" and x.name not in (self.default, v.name) and x.in_use == 0
+                and x.batcher is not None and x.batcher.idle
+            ]
+            if not idle:
+                raise VariantUnavailable(
+                    f"variant {v.name!r} ({extra / 2**20:.1f} MB more) does not fit TZIP_MEMORY_BUDGET_MB="
+                    f"{self.settings.memory_budget_mb:g} next to the variants in use; retry later or raise the budget",
+                    retry_after=5,
+                )
+            await self._unload(min(idle, key=lambda x: x.last_used))
+
+    async def attention(self, v: Variant) -> OnnxAttention:
+        """The attention session of a loaded variant (hold it with ``use``), opened once on the registry's
+        device and counted in the memory budget; unloaded with the variant. NoAttentionGraph when the
+        export has none."""
+        if v.attention is not None:
+            return v.attention
+        async with v.lock:
+            if v.attention is None:
+                async with self._budget_lock:
+                    await self._reserve(v, v.attention_cost, int(self.settings.memory_budget_mb * 2**20))
+                v.attention = await asyncio.to_thread(OnnxAttention, Path(v.manifest["path"]), self.sessions)
+                self._gauge_bytes()
+            return v.attention
 
     async def _unload(self, v: Variant) -> None:
         log.info("unloading %s (least recently used) to stay within the memory budget", v.name)
         v.state = "available"
         if v.batcher is not None:
             await v.batcher.stop()
-        v.translator, v.batcher, v.provider = None, None, None
+        v.translator, v.attention, v.batcher, v.provider = None, None, None, None
         self.metrics.loaded.labels(v.name).set(0)
         self._gauge_bytes()
 
     def _gauge_bytes(self) -> None:
-        self.metrics.loaded_bytes.set(sum(x.cost for x in self._variants.values() if x.state == "loaded"))
+        self.metrics.loaded_bytes.set(sum(x.held for x in self._variants.values() if x.state == "loaded"))
 
 
 def _number(x: Any) -> float | None:
@@ -333,7 +380,7 @@ def bleu_of(manifest: dict[str, Any]) -> float | None:
 
 def _public_error(e: Exception) -> str:
     """What a client may see: the kind of failure and the fix, without the server's file paths."""
-    from compression.manifest import IntegrityError
+    from compression.runtime.manifest import IntegrityError
 
     if isinstance(e, IntegrityError):
         return "integrity check failed (a file differs from its manifest's sha256); re-export the variant"

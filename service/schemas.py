@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_BEAM = 8
@@ -66,3 +68,32 @@ class Problem(BaseModel):
     detail: str
     known_variants: list[str] | None = None
     errors: list[dict] | None = None
+
+
+class AttentionRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    text: str = Field(description="one English sentence", examples=["A man is riding a bike."])
+    kind: Literal["encoder", "decoder", "cross"] = Field(
+        "cross", description="encoder self-attention, decoder self-attention, or cross-attention (target x source)")
+    layer: int = Field(0, ge=0, description="layer index, from 0")
+    head: int = Field(0, ge=0, description="head index, from 0")
+    format: Literal["png", "json"] = Field("png", description="png: a heatmap; json: the weights and the token lists")
+    target: str | None = Field(None, description="German output to teacher-force on (default: the variant's own translation)")
+
+
+class AttentionMap(BaseModel):
+    variant: str
+    kind: str
+    layer: int
+    head: int
+    layers: int = Field(description="layers of this kind in the variant")
+    heads: int
+    translation: str = Field(description="the output the map was computed on")
+    target_from: Literal["variant", "request"]
+    source_tokens: list[str] = Field(description="source pieces, </s> last")
+    target_tokens: list[str] = Field(description="output pieces, </s> last; row t of a decoder/cross map predicted token t")
+    rows: list[str] = Field(description="labels of the map's rows (queries)")
+    cols: list[str] = Field(description="labels of the map's columns (keys)")
+    weights: list[list[float]] = Field(description="rows x cols, each row sums to 1")
+    entropy: float = Field(description="mean row entropy of this map in nats (lower = sharper)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -94,7 +94,7 @@ class SettingsError(ValueError):
     """The environment holds an invalid TZIP_* value; the message lists every one and how to fix it."""
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the environment (overrides win) and turn a ValidationError into one readable message."""
     try:
         return Settings(**overrides)

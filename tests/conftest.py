@@ -18,7 +18,7 @@ PAIRS = [
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from compression.tokenizer import train_tokenizer
+    from compression.runtime.tokenizer import train_tokenizer
 
     return train_tokenizer([s for p in PAIRS for s in p] * 4, vocab_size=120)
 
@@ -27,7 +27,7 @@ def tiny_tokenizer():
 def tiny_model(tiny_tokenizer):
     import torch
 
-    from compression.model import ModelConfig, Transformer
+    from compression.train.model import ModelConfig, Transformer
 
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=tiny_tokenizer.vocab_size, d_model=32, n_heads=2, ffn_dim=64,

@@ -36,8 +36,8 @@ def tiny_model_and_tokenizer(seed: int = 0):
     """(Transformer, Tokenizer): random weights from ``seed``; LayerNorms and biases perturbed so they matter."""
     import torch
 
-    from compression.model import ModelConfig, Transformer
-    from compression.tokenizer import train_tokenizer
+    from compression.runtime.tokenizer import train_tokenizer
+    from compression.train.model import ModelConfig, Transformer
 
     tok = train_tokenizer(SENTENCES * 4, vocab_size=120)
     torch.manual_seed(seed)
@@ -54,7 +54,7 @@ def tiny_model_and_tokenizer(seed: int = 0):
 def export_tiny(out_dir: Path | str, name: str = "tiny", seed: int = 0, precision: str = "fp32",
                 bleu: float | None = 1.0) -> Path:
     """Export a tiny random model as variant ``name`` into ``out_dir/name``; returns that directory."""
-    from compression.export import ExportConfig, export_model
+    from compression.export.writer import ExportConfig, export_model
 
     model, tok = tiny_model_and_tokenizer(seed)
     out = Path(out_dir) / name

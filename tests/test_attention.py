@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compression import manifest
-from compression import onnx_format as fmt
-from compression.attention_maps import (
+from compression.runtime import manifest
+from compression.runtime import onnx_format as fmt
+from compression.runtime.attention_maps import (
     KINDS,
     AttentionIndexError,
     EntropyMeter,
@@ -28,8 +28,8 @@ TARGETS = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee heute.", "K
 
 def both_backends(model, tok, export_dir: Path, sources=SOURCES[:4], targets=TARGETS):
     """The maps of a padded batch from the ONNX graph and from the PyTorch model."""
-    from compression.attention_runtime import OnnxAttention
-    from compression.attention_torch import TorchAttention
+    from compression.analysis.attention_torch import TorchAttention
+    from compression.runtime.attention import OnnxAttention
 
     src, tgt = tok.encode(sources), tok.encode(targets)
     c = model.cfg
@@ -57,9 +57,9 @@ def test_onnx_attention_equals_pytorch_last_weights(tiny_export):
 
 
 def test_compact_variant_decodes_its_weights_in_the_attention_graph(tmp_path):
-    from compression import compact
-    from compression.export import export_directory
-    from compression.variants import load_records_model
+    from compression.compress.variants import load_records_model
+    from compression.export.writer import export_directory
+    from compression.runtime import compact
     from tests.test_onnx_compact import quantize_records, write_variant_dir
 
     model, tok = tiny_model_and_tokenizer(seed=3)
@@ -87,8 +87,8 @@ def test_fp16_and_int8_exports_have_an_attention_graph_close_to_fp32(tmp_path, p
 
 
 def test_attention_graph_is_in_the_manifest_but_adds_no_weights_and_no_model_bytes(tiny_export, tmp_path):
-    from compression.export import state_arrays
-    from compression.onnx_graphs import DenseWeights, build_decoder, build_encoder, save_models
+    from compression.export.writer import state_arrays
+    from compression.runtime.graphs import DenseWeights, build_decoder, build_encoder, save_models
 
     man = manifest.read(tiny_export)
     assert fmt.ATTENTION_FILE in man["files"]
@@ -105,7 +105,7 @@ def test_attention_graph_is_in_the_manifest_but_adds_no_weights_and_no_model_byt
 def test_an_export_without_the_attention_graph_says_how_to_fix_it(tiny_export, tmp_path):
     import shutil
 
-    from compression.attention_runtime import NoAttentionGraph, OnnxAttention
+    from compression.runtime.attention import NoAttentionGraph, OnnxAttention
 
     old = Path(shutil.copytree(tiny_export, tmp_path / "old"))
     (old / fmt.ATTENTION_FILE).unlink()
@@ -116,7 +116,7 @@ def test_an_export_without_the_attention_graph_says_how_to_fix_it(tiny_export, t
 
 
 def test_sentence_maps_labels_and_index_checks(tiny_export):
-    from compression.attention_runtime import OnnxAttention
+    from compression.runtime.attention import OnnxAttention
 
     att = OnnxAttention(tiny_export)
     src = att.source_ids(SOURCES[0])
@@ -157,8 +157,8 @@ def test_entropy_of_sharp_and_uniform_rows():
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """A tiny base checkpoint and a k-means variant under one models root, and their ONNX exports."""
-    from compression.checkpoint import save_model
-    from compression.export import export_directory
+    from compression.export.writer import export_directory
+    from compression.train.checkpoint import save_model
     from tests.test_onnx_compact import quantize_records, write_variant_dir
 
     root = tmp_path_factory.mktemp("attention_models")

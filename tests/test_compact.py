@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from compression import compact
+from compression.runtime import compact
 
 
 def records():

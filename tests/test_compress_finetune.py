@@ -6,12 +6,12 @@ import random
 import pytest
 import torch
 
-from compression.data import load_split
-from compression.finetune import FinetuneConfig, distillation_loss, finetune
-from compression.methods import compressible
-from compression.methods.kmeans import KMeans, KMeansConfig
-from compression.methods.prune import Prune, PruneConfig
-from compression.train import collate, make_batches
+from compression.compress.finetune import FinetuneConfig, distillation_loss, finetune
+from compression.compress.methods import compressible
+from compression.compress.methods.kmeans import KMeans, KMeansConfig
+from compression.compress.methods.prune import Prune, PruneConfig
+from compression.train.data import load_split
+from compression.train.trainer import collate, make_batches
 
 CFG = dict(max_minutes=None, max_tokens=256, lr=3e-3, warmup_steps=0, train_limit=64, eval_limit=2,
            eval_points=[0.5], log_every=5, dropout=0.0, amp=False)

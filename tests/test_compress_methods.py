@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from compression.methods.baseline import Int8, Int8Config, int8_per_row
-from compression.methods.binarize import Binarize, BinarizeConfig, scaled_sign
-from compression.methods.deep import Deep, DeepConfig
-from compression.methods.kmeans import KMeans, KMeansConfig, kmeans_quantize, linear_init
-from compression.methods.prune import Prune, PruneConfig, cubic_sparsity
+from compression.compress.methods.baseline import Int8, Int8Config, int8_per_row
+from compression.compress.methods.binarize import Binarize, BinarizeConfig, scaled_sign
+from compression.compress.methods.deep import Deep, DeepConfig
+from compression.compress.methods.kmeans import KMeans, KMeansConfig, kmeans_quantize, linear_init
+from compression.compress.methods.prune import Prune, PruneConfig, cubic_sparsity
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import gzip
 
 import pytest
 
-from compression.data import DataError, load_split
+from compression.train.data import DataError, load_split
 
 
 def write(path, text: bytes, gz=True):

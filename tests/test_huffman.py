@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from compression import huffman
+from compression.runtime import huffman
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 5000])

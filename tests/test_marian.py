@@ -14,15 +14,15 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from compression.marian import (
+from compression.interop.marian_export import export_marian
+from compression.interop.marian_import import (
     SUPPRESSED_LOGIT,
     UnsupportedMarian,
-    export_marian,
     import_checkpoint,
     read_checkpoint,
 )
-from compression.search import SearchConfig, pad_batch
-from compression.translator import TorchTranslator
+from compression.runtime.search import SearchConfig, pad_batch
+from compression.train.translator import TorchTranslator
 
 transformers = pytest.importorskip("transformers")
 # MarianTokenizer asks for sacremoses, which only its unused normalize() needs
@@ -46,7 +46,7 @@ def _train_spm(lines: list[str], size: int) -> bytes:
 
 def build_tiny_marian(directory: Path) -> None:
     """A random MarianMTModel laid out like opus-mt-en-de: joint vocab.json, swish, scaled embeddings."""
-    from compression.data import load_split
+    from compression.train.data import load_split
 
     pairs = load_split("val")[:400]
     protos = [_train_spm([p[side] for p in pairs], 120) for side in (0, 1)]
@@ -158,7 +158,7 @@ def test_import_matches_transformers(imported, hf_pair):
 
 
 def test_tokenizer_bundle_round_trip(imported, tmp_path):
-    from compression.tokenizer import Tokenizer
+    from compression.runtime.tokenizer import Tokenizer
 
     _, tok, _ = imported
     tok.save(tmp_path / "tokenizer.model")
@@ -171,9 +171,9 @@ def test_tokenizer_bundle_round_trip(imported, tmp_path):
 
 
 def test_import_cli_writes_a_model_directory(hf_dir, imported, tmp_path, capsys):
-    from compression import manifest
     from compression.__main__ import main
-    from compression.checkpoint import load_model
+    from compression.runtime import manifest
+    from compression.train.checkpoint import load_model
 
     out = tmp_path / "opus"
     assert main(["import-marian", "--checkpoint", str(hf_dir), "--out", str(out)]) == 0
@@ -287,8 +287,8 @@ def test_ctranslate2_translates_an_exported_import_identically(imported, tmp_pat
 
 @pytest.mark.slow
 def test_shipped_model_exports_to_transformers_and_ctranslate2(tmp_path):
-    from compression.checkpoint import load_model
-    from compression.data import load_split
+    from compression.train.checkpoint import load_model
+    from compression.train.data import load_split
 
     model, tok = load_model()
     record = export_marian(model, tok, tmp_path / "hf")
@@ -326,7 +326,7 @@ def test_shipped_model_exports_to_transformers_and_ctranslate2(tmp_path):
 
 
 def test_export_refuses_what_marian_cannot_compute(tiny_tokenizer, tmp_path):
-    from compression.model import ModelConfig, Transformer
+    from compression.train.model import ModelConfig, Transformer
 
     cfg = ModelConfig(vocab_size=tiny_tokenizer.vocab_size, d_model=16, n_heads=2, ffn_dim=32, encoder_layers=1,
                       decoder_layers=1, normalize_before=True)
@@ -349,9 +349,10 @@ def test_imported_model_compresses_exports_to_onnx_and_is_served(hf_dir, importe
     """import-marian -> compress (every method, post-training) -> ONNX export -> service, token-identical
     between PyTorch and ONNX Runtime at every stage."""
     from compression.__main__ import main
-    from compression.export import ExportConfig, export_directory
-    from compression.runtime import load_translator
-    from compression.variants import load_variant
+    from compression.compress.variants import load_variant
+    from compression.export.writer import ExportConfig, export_directory
+    from compression.runtime.sessions import SessionFactory
+    from compression.runtime.translator import load_translator
     from tests.service_helpers import make_app, running
 
     model, tok, _ = imported
@@ -368,9 +369,9 @@ def test_imported_model_compresses_exports_to_onnx_and_is_served(hf_dir, importe
     cfgs = [SearchConfig(beam=1, max_len=20), SearchConfig(beam=3, max_len=20)]
     torch_base = TorchTranslator(model, tok)
     for cfg in cfgs:
-        assert load_translator(root, variant="opus-tiny", threads=1).translate_ids(ids, cfg) == torch_base.translate_ids(ids, cfg)
-    from compression.compress import VariantConfig, compress
-    from compression.variants import write_variant
+        assert load_translator(root, variant="opus-tiny", sessions=SessionFactory(threads=1)).translate_ids(ids, cfg) == torch_base.translate_ids(ids, cfg)
+    from compression.compress.pipeline import VariantConfig, compress
+    from compression.compress.variants import write_variant
 
     for method, spec in METHODS.items():
         name = f"opus-tiny-{method}"
@@ -381,7 +382,7 @@ def test_imported_model_compresses_exports_to_onnx_and_is_served(hf_dir, importe
             export_directory(variants / name, root / name, ExportConfig(precision=precision), base_dir=base)
         vmodel, vtok, meta = load_variant(variants / name)
         assert meta["variant"]["base"]["name"] == "opus-tiny" and vtok.vocab is not None
-        onnx = load_translator(root, variant=name, threads=1)
+        onnx = load_translator(root, variant=name, sessions=SessionFactory(threads=1))
         if method in ("fp16", "int8"):  # ONNX computes in fp16 / dynamic int8: it runs, but is not the same sum
             assert all(onnx.translate_ids(ids, cfgs[0]))
             continue

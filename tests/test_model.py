@@ -2,11 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compression.checkpoint import load_model, save_model
-from compression.model import ModelConfig, Transformer, sinusoidal_positions
-from compression.search import SearchConfig
-from compression.train import collate
-from compression.translator import TorchTranslator
+from compression.runtime.search import SearchConfig
+from compression.train.checkpoint import load_model, save_model
+from compression.train.model import ModelConfig, Transformer, sinusoidal_positions
+from compression.train.trainer import collate
+from compression.train.translator import TorchTranslator
 from tests.conftest import PAIRS
 
 
@@ -46,8 +46,8 @@ def test_beam_one_equals_greedy(tiny_model, tiny_tokenizer):
     ids = tiny_tokenizer.encode(src)
     greedy = tr.translate_ids(ids, SearchConfig(beam=1, max_len=20))
     assert greedy == tr.translate_ids(ids, SearchConfig(beam=1, max_len=20))
-    from compression.search import beam_search
-    from compression.translator import TorchStepper, pad_batch
+    from compression.runtime.search import beam_search
+    from compression.train.translator import TorchStepper, pad_batch
 
     src_t = torch.from_numpy(pad_batch(ids, 0))
     with torch.no_grad():
@@ -113,7 +113,7 @@ def test_checkpoint_round_trip_bit_identical(trained, tiny_tokenizer, tmp_path):
 
 
 def test_tampered_checkpoint_refused(trained, tiny_tokenizer, tmp_path):
-    from compression.manifest import IntegrityError
+    from compression.runtime.manifest import IntegrityError
 
     save_model(tmp_path / "m", trained, tiny_tokenizer)
     shard = next((tmp_path / "m").glob("model-*.safetensors"))
@@ -125,7 +125,7 @@ def test_tampered_checkpoint_refused(trained, tiny_tokenizer, tmp_path):
 
 
 def test_output_length_is_capped_by_the_position_table(tiny_tokenizer):
-    from compression.model import ModelConfig, Transformer
+    from compression.train.model import ModelConfig, Transformer
 
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=tiny_tokenizer.vocab_size, d_model=16, n_heads=2, ffn_dim=32,

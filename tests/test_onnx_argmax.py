@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compression.runtime import OrtStepper, load_translator
-from compression.search import SearchConfig, pad_batch
+from compression.runtime.search import SearchConfig, pad_batch
+from compression.runtime.translator import OrtStepper, load_translator
 from tests.onnx_fixtures import SOURCES, tiny_export_fixture  # noqa: F401
 
 

@@ -7,9 +7,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
-from compression import compact
-from compression.onnx_compact import CompactWeights, pack_codes, unpack_codes
-from compression.onnx_graphs import Graph
+from compression.runtime import compact
+from compression.runtime.graphs import Graph
+from compression.runtime.graphs_compact import CompactWeights, pack_codes, unpack_codes
 
 
 def records(rng: np.random.Generator) -> dict[str, dict]:
@@ -105,7 +105,7 @@ def write_variant_dir(directory, records, model, tok, name: str, method: str, ba
     """A variant directory in the compression engineer's format, written by hand (no training needed)."""
     import json
 
-    from compression import manifest
+    from compression.runtime import manifest
 
     directory.mkdir(parents=True)
     compact.write_file(directory / compact.WEIGHTS_FILE, records)
@@ -120,11 +120,11 @@ def test_compact_variant_exports_small_and_token_identical(tmp_path, kind):
     import onnx
     import torch
 
-    from compression.export import export_directory
-    from compression.runtime import load_translator
-    from compression.search import SearchConfig
-    from compression.translator import TorchTranslator
-    from compression.variants import load_records_model
+    from compression.compress.variants import load_records_model
+    from compression.export.writer import export_directory
+    from compression.runtime.search import SearchConfig
+    from compression.runtime.translator import load_translator
+    from compression.train.translator import TorchTranslator
     from tests.onnx_fixtures import SOURCES, tiny_model_and_tokenizer
 
     model, tok = tiny_model_and_tokenizer(seed=3)

@@ -10,9 +10,10 @@ import numpy as np
 import onnx
 import pytest
 
-from compression import manifest
-from compression.runtime import list_exported, load_translator
-from compression.search import SearchConfig
+from compression.runtime import manifest
+from compression.runtime.catalogue import list_exported
+from compression.runtime.search import SearchConfig
+from compression.runtime.translator import load_translator
 from tests.onnx_fixtures import SOURCES, export_tiny, tiny_model_and_tokenizer
 from tests.test_onnx_compact import quantize_records, write_variant_dir
 
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 def exported_all(tmp_path_factory):
     """A tiny base checkpoint and one compressed variant, exported with `export --all`."""
     from compression.__main__ import main
-    from compression.checkpoint import save_model
+    from compression.train.checkpoint import save_model
 
     tmp = tmp_path_factory.mktemp("export_all")
     model, tok = tiny_model_and_tokenizer(seed=5)
@@ -62,7 +63,7 @@ def test_graphs_have_dynamic_batch_and_length_axes(exported_all):
 
 
 def test_fp16_and_int8_translate_close_to_pytorch(exported_all):
-    from compression.translator import TorchTranslator
+    from compression.train.translator import TorchTranslator
 
     tmp, model, tok = exported_all
     ids = tok.encode(SOURCES)
@@ -80,7 +81,7 @@ def test_fp16_graph_holds_fp16_weights(exported_all):
 
 
 def test_unknown_variant_names_the_known_ones(exported_all):
-    from compression.export import plan_exports
+    from compression.export.writer import plan_exports
 
     tmp, _, _ = exported_all
     with pytest.raises(KeyError, match="tiny-kmeans"):
@@ -98,12 +99,12 @@ def test_translate_cli_with_onnx_backend_reports_provider(tmp_path):
 
 
 def test_shipped_kmeans_4bit_export_is_at_most_1_3x_its_compact_checkpoint(tmp_path):
-    from compression.export import export_directory
+    from compression.export.writer import export_directory
 
     try:
-        from compression.variants import list_variants
+        from compression.compress.variants import list_variants
     except ImportError:
-        pytest.skip("compression.variants not available")
+        pytest.skip("compression.compress.variants not available")
     kmeans4 = [v for v in list_variants() if v.get("method") == "kmeans" and v.get("bits") == 4]
     if not kmeans4:
         pytest.skip("no shipped k-means 4-bit variant under models/")

@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compression import manifest
-from compression.runtime import OnnxTranslator, list_exported, load_translator
-from compression.search import SearchConfig
+from compression.runtime import manifest
+from compression.runtime.catalogue import list_exported
+from compression.runtime.search import SearchConfig
+from compression.runtime.sessions import SessionFactory
+from compression.runtime.translator import OnnxTranslator, load_translator
 from tests.onnx_fixtures import SOURCES, export_tiny, tiny_export_fixture, tiny_model_and_tokenizer  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def torch_tiny():
-    from compression.translator import TorchTranslator
+    from compression.train.translator import TorchTranslator
 
     model, tok = tiny_model_and_tokenizer(seed=0)
     return TorchTranslator(model, tok)
@@ -45,9 +47,9 @@ def test_decoder_step_logprobs_match_pytorch(tiny_export, torch_tiny):
     """Numerics, not only argmax: the first three steps' log-probabilities agree to 1e-4."""
     import torch
 
-    from compression.runtime import OrtStepper
-    from compression.search import pad_batch
-    from compression.translator import TorchStepper
+    from compression.runtime.search import pad_batch
+    from compression.runtime.translator import OrtStepper
+    from compression.train.translator import TorchStepper
 
     onnx_tr = load_translator(tiny_export)
     src = pad_batch(onnx_tr.tokenizer.encode(SOURCES[:3]), 0)
@@ -94,8 +96,8 @@ def test_unavailable_cuda_is_reported_as_cpu(tiny_export, caplog):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA: the fallback cannot be observed")
-    with caplog.at_level(logging.WARNING, logger="compression.runtime"):
-        tr = load_translator(tiny_export, device="cuda")
+    with caplog.at_level(logging.WARNING, logger="compression.runtime.translator"):
+        tr = load_translator(tiny_export, sessions=SessionFactory(device="cuda"))
     assert tr.provider == "CPUExecutionProvider"
     assert "CUDA requested" in caplog.text
     assert tr.translate(SOURCES[:2])  # and it still translates
@@ -118,5 +120,5 @@ def test_not_an_export_names_the_fix(tmp_path):
 
 
 def test_runtime_imports_no_torch():
-    code = "import sys, compression.runtime; assert 'torch' not in sys.modules, 'runtime imported torch'"
+    code = "import sys, compression.runtime.translator; assert 'torch' not in sys.modules, 'runtime imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)

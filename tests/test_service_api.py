@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
-from compression import manifest
-from compression.runtime import find_exported, load_translator
-from compression.search import SearchConfig
+from compression.runtime import manifest
+from compression.runtime.catalogue import find_exported
+from compression.runtime.search import SearchConfig
+from compression.runtime.translator import OnnxTranslator, load_translator
 from tests.onnx_fixtures import SOURCES
 from tests.service_helpers import VARIANTS, make_app, metric, running
 
@@ -83,7 +84,7 @@ def test_liveness_answers_while_loading_and_readiness_waits_for_the_default(vari
 
     def slow_loader(*args, **kw):
         gate.wait(20)
-        return load_translator(*args, **kw)
+        return OnnxTranslator(*args, **kw)
 
     with running(make_app(variants_root, loader=slow_loader), ready=False) as c:
         assert c.get("/healthz").status_code == 200
@@ -127,7 +128,7 @@ def test_openapi_documents_the_api(client):
 
 
 def test_variants_survives_odd_manifest_fields(variants_root):
-    from compression.runtime import list_exported
+    from compression.runtime.catalogue import list_exported
     from service.main import create_app
     from service.settings import load_settings
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compression import manifest
-from compression import onnx_format as fmt
-from compression.attention_runtime import OnnxAttention
-from compression.runtime import find_exported, load_translator
-from compression.search import SearchConfig
+from compression.runtime import manifest
+from compression.runtime import onnx_format as fmt
+from compression.runtime.attention import OnnxAttention
+from compression.runtime.catalogue import find_exported
+from compression.runtime.search import SearchConfig
+from compression.runtime.translator import load_translator
 from tests.onnx_fixtures import SOURCES
 from tests.service_helpers import make_app, running
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from compression.search import SearchConfig
+from compression.runtime.search import SearchConfig
 from service.batcher import DynamicBatcher, Overloaded
 from service.metrics import Metrics
 

@@ -77,7 +77,7 @@ def test_every_module_the_service_imports_is_installed_in_the_image():
     code = (
         "import sys, json, importlib.metadata as md\n"
         "before = set(sys.modules)\n"
-        "import service.main, service.__main__, compression.runtime, uvicorn\n"
+        "import service.main, service.__main__, compression.runtime.translator, uvicorn\n"
         "from service.main import create_app; from service.settings import load_settings; create_app(load_settings())\n"
         "dists = md.packages_distributions()\n"
         "top = {m.split('.')[0] for m in set(sys.modules) - before}\n"

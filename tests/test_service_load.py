@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from compression.runtime import load_translator
-from compression.search import SearchConfig
+from compression.runtime.search import SearchConfig
+from compression.runtime.translator import OnnxTranslator, load_translator
 from tests.onnx_fixtures import SOURCES
 from tests.service_helpers import make_app, metric, serving
 
@@ -76,7 +76,7 @@ async def test_a_request_past_its_timeout_gets_503_and_the_next_one_is_served(va
             return self.inner.translate(texts, cfg, batch_size)
 
     def loader(*args, **kw):
-        return Slow(load_translator(*args, **kw))
+        return Slow(OnnxTranslator(*args, **kw))
 
     app = make_app(variants_root, loader=loader, max_batch_size=1, max_wait_ms=0, request_timeout_s=0.5)
     async with serving(app) as client:

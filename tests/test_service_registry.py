@@ -9,7 +9,9 @@ from collections import Counter
 
 import pytest
 
-from compression.runtime import find_exported, load_translator
+from compression.runtime import manifest
+from compression.runtime.catalogue import find_exported
+from compression.runtime.translator import OnnxTranslator
 from tests.service_helpers import build_root, make_app, metric, running, serving, wait_ready
 
 pytest_plugins = ["tests.service_fixtures"]  # variants_root, writable_root
@@ -28,11 +30,11 @@ class CountingLoader:
         self.delay = delay
         self.lock = threading.Lock()
 
-    def __call__(self, root, variant, device, **kw):
+    def __call__(self, directory, sessions):
         with self.lock:
-            self.calls[variant] += 1
+            self.calls[manifest.read(directory)["name"]] += 1
         threading.Event().wait(self.delay)  # a slow load makes the first requests overlap
-        return load_translator(root, variant=variant, device=device, **kw)
+        return OnnxTranslator(directory, sessions)
 
 
 async def test_concurrent_first_requests_load_a_variant_once(variants_root):

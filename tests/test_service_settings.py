@@ -87,7 +87,7 @@ def test_python_m_service_exits_with_a_readable_message_on_bad_settings(tmp_path
 def test_the_service_never_imports_torch():
     code = (
         "import sys\n"
-        "import service.main, service.__main__, compression.runtime\n"
+        "import service.main, service.__main__, compression.runtime.translator\n"
         "from service.main import create_app\n"
         "from service.settings import load_settings\n"
         "create_app(load_settings())\n"

@@ -2,11 +2,11 @@
 
 import pytest
 
-from compression.checkpoint import DEFAULT_MODEL, load_model, read_metrics
-from compression.data import load_split
-from compression.evaluate import bleu_chrf
-from compression.search import SearchConfig
-from compression.translator import TorchTranslator
+from compression.runtime.search import SearchConfig
+from compression.train.checkpoint import DEFAULT_MODEL, load_model, read_metrics
+from compression.train.data import load_split
+from compression.train.evaluate import bleu_chrf
+from compression.train.translator import TorchTranslator
 
 
 @pytest.fixture(scope="module")

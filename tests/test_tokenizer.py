@@ -1,6 +1,6 @@
 import unicodedata
 
-from compression.tokenizer import EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from compression.runtime.tokenizer import EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from tests.conftest import PAIRS
 
 
@@ -22,8 +22,8 @@ def test_save_load(tiny_tokenizer, tmp_path):
 
 
 def test_shipped_tokenizer_round_trip():
-    from compression.checkpoint import DEFAULT_MODEL
-    from compression.data import load_split
+    from compression.train.checkpoint import DEFAULT_MODEL
+    from compression.train.data import load_split
 
     tok = Tokenizer(DEFAULT_MODEL / "tokenizer.model")
     assert tok.vocab_size == 8000

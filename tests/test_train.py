@@ -2,7 +2,7 @@ import json
 
 import torch
 
-from compression.train import TrainConfig, lr_at, make_batches, train
+from compression.train.trainer import TrainConfig, lr_at, make_batches, train
 
 TINY = {
     "vocab_size": 300, "max_tokens": 400, "lr": 3e-3, "warmup_steps": 10, "epochs": 2, "eval_every": 1,

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from compression.attention_maps import KINDS, run_batch, with_eos
-from compression.attention_study import MODEL_ROOTS, open_onnx, open_torch
-from compression.data import load_split
-from compression.search import length_batches
+from compression.analysis.attention_study import MODEL_ROOTS, open_onnx, open_torch
+from compression.runtime.attention_maps import KINDS, run_batch, with_eos
+from compression.runtime.search import length_batches
+from compression.train.data import load_split
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from compression.data import load_split  # noqa: E402
-from compression.evaluate import bleu_chrf  # noqa: E402
-from compression.search import SearchConfig, length_batches  # noqa: E402
+from compression.runtime.search import SearchConfig, length_batches  # noqa: E402
+from compression.train.data import load_split  # noqa: E402
+from compression.train.evaluate import bleu_chrf  # noqa: E402
 
 
 class Engine:
@@ -45,8 +45,8 @@ class Engine:
 def torch_engine(device: str, threads: int | None) -> tuple[Engine, object, object]:
     import torch
 
-    from compression.checkpoint import load_model
-    from compression.translator import TorchTranslator
+    from compression.train.checkpoint import load_model
+    from compression.train.translator import TorchTranslator
 
     if threads:
         torch.set_num_threads(threads)
@@ -57,14 +57,16 @@ def torch_engine(device: str, threads: int | None) -> tuple[Engine, object, obje
 
 
 def onnx_engines(export_dir: Path, names: list[str] | None, device: str, threads: int | None) -> list[Engine]:
-    from compression.runtime import OnnxTranslator, list_exported
+    from compression.runtime.catalogue import list_exported
+    from compression.runtime.sessions import SessionFactory
+    from compression.runtime.translator import OnnxTranslator
 
     engines = []
     found = {m["name"]: m for m in list_exported(export_dir)}
     for name in names or sorted(found, key=lambda n: (n != "base", n)):
         if name not in found:
             raise SystemExit(f"no export named {name!r} under {export_dir} (found {sorted(found)}); run `make export`")
-        tr = OnnxTranslator(found[name]["path"], device=device, threads=threads)
+        tr = OnnxTranslator(found[name]["path"], SessionFactory(device=device, threads=threads or 0))
         cfg = SearchConfig(beam=1)
         meta = {k: found[name].get(k) for k in ("method", "precision", "storage", "model_bytes", "ratio", "bleu", "bleu_greedy")}
         # the weights it was exported from: the base's (base, fp16, int8) can be compared with PyTorch eager's tokens
@@ -163,7 +165,7 @@ def main() -> None:
     engines += onnx_engines(Path(args.export_dir), args.variants.split(",") if args.variants else None, args.device,
                             args.threads)
     if tok is None:
-        from compression.tokenizer import Tokenizer
+        from compression.runtime.tokenizer import Tokenizer
 
         tok = Tokenizer(Path(args.export_dir) / "base" / "tokenizer.model") if (Path(args.export_dir) / "base").exists() \
             else None

@@ -7,12 +7,12 @@
 For every export under --export-dir (one worker process per export, --jobs at once, --threads each):
 
 - test_2016_flickr BLEU, greedy and beam 5, through ONNX Runtime on the CPU; recorded in the export's
-  manifest (``bleu_onnx``, ``bleu_greedy_onnx``: ``compression.export.evaluate_export``);
+  manifest (``bleu_onnx``, ``bleu_greedy_onnx``: ``compression.export.writer.evaluate_export``);
 - the PyTorch BLEU of the same weights as the model/variant recorded it (``metrics.json`` of the source,
   measured wherever it was made: the shipped variants on the H200); exports with no PyTorch twin
   (fp16 and int8-dynamic graphs derived from the base) are compared with their source's PyTorch BLEU;
 - PyTorch greedy rerun here on the CPU on the source's weights (the dequantized weights of a compressed
-  variant, exactly as ``compression.variants.load_variant`` loads them), its BLEU, and how many of its
+  variant, exactly as ``compression.compress.variants.load_variant`` loads them), its BLEU, and how many of its
   translations ONNX Runtime greedy reproduces token for token (--no-identity skips this, the slow part).
 """
 
@@ -31,13 +31,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from compression.runtime import list_exported  # noqa: E402
+from compression.runtime.catalogue import list_exported  # noqa: E402
 
 MAX_DELTA = 0.2  # issue 4: BLEU through ONNX Runtime within 0.2 of PyTorch's
 
 
 def _translate_ids(tr, src_ids: list[list[int]], batch: int) -> list[list[int]]:
-    from compression.search import SearchConfig, length_batches
+    from compression.runtime.search import SearchConfig, length_batches
 
     out: list[list[int]] = [[] for _ in src_ids]
     for idx in length_batches([len(s) for s in src_ids], batch):
@@ -48,8 +48,8 @@ def _translate_ids(tr, src_ids: list[list[int]], batch: int) -> list[list[int]]:
 
 def source_dir(man: dict[str, Any], model_dir: Path, variants_root: Path) -> Path:
     """The PyTorch model or compressed variant an export was made from, found by its manifest name."""
-    from compression import manifest as manifest_lib
-    from compression.variants import find_variant
+    from compression.compress.variants import find_variant
+    from compression.runtime import manifest as manifest_lib
 
     name = man.get("derived_from") or man["source"]["name"]
     if manifest_lib.read(model_dir).get("name") == name:
@@ -58,8 +58,8 @@ def source_dir(man: dict[str, Any], model_dir: Path, variants_root: Path) -> Pat
 
 
 def load_torch(directory: Path):
-    from compression.checkpoint import load_model
-    from compression.variants import VARIANT_FILE, load_variant
+    from compression.compress.variants import VARIANT_FILE, load_variant
+    from compression.train.checkpoint import load_model
 
     if (directory / VARIANT_FILE).exists():
         model, tok, _ = load_variant(directory)
@@ -69,17 +69,18 @@ def load_torch(directory: Path):
 
 def measure(task: dict[str, Any]) -> dict[str, Any]:
     """One export: ONNX Runtime BLEU (recorded in its manifest), PyTorch reference, token identity."""
-    os.environ["TZIP_ORT_THREADS"] = str(task["threads"])  # read when the sessions are made
-    from compression.data import load_split
-    from compression.evaluate import bleu_chrf
-    from compression.export import evaluate_export, source_meta
-    from compression.runtime import OnnxTranslator
+    from compression.export.writer import evaluate_export, source_meta
+    from compression.runtime.sessions import SessionFactory
+    from compression.runtime.translator import OnnxTranslator
+    from compression.train.data import load_split
+    from compression.train.evaluate import bleu_chrf
 
     t0 = time.perf_counter()
     export_path, limit, batch = Path(task["path"]), task["limit"], task["batch"]
     src = source_dir(task["manifest"], Path(task["model_dir"]), Path(task["variants_root"]))
     ref_meta = source_meta(src)
-    after = evaluate_export(export_path, limit=limit, batch_size=batch)
+    sessions = SessionFactory(threads=task["threads"])
+    after = evaluate_export(export_path, limit=limit, batch_size=batch, sessions=sessions)
     row: dict[str, Any] = {
         "name": after["name"], "method": after.get("method"), "precision": after.get("precision"),
         "storage": after.get("storage"), "model_bytes": after.get("model_bytes"), "ratio": after.get("ratio"),
@@ -94,7 +95,7 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     if task["identity"]:
         import torch
 
-        from compression.translator import TorchTranslator
+        from compression.train.translator import TorchTranslator
 
         torch.set_num_threads(task["threads"])
         pairs = load_split("test_2016_flickr")[:limit]
@@ -103,7 +104,7 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
         t1 = time.perf_counter()
         ref_ids = _translate_ids(TorchTranslator(model, tok), src_ids, batch)
         row["torch_cpu_seconds"] = round(time.perf_counter() - t1, 1)
-        out_ids = _translate_ids(OnnxTranslator(export_path), src_ids, batch)
+        out_ids = _translate_ids(OnnxTranslator(export_path, sessions), src_ids, batch)
         row["torch_cpu_bleu_greedy"] = bleu_chrf(tok.decode(ref_ids), [t for _, t in pairs])["bleu"]
         row["identical"] = sum(a == b for a, b in zip(ref_ids, out_ids, strict=True))
         row["sentences"] = len(ref_ids)

@@ -38,15 +38,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from compression.attention_maps import KINDS, AttentionIndexError
-    from compression.attention_plot import entropy_figure, to_png
-    from compression.attention_study import (
+    from compression.analysis.attention_study import (
         MODEL_ROOTS,
         comparison_figure,
         entropy_markdown,
         entropy_study,
         open_variants,
     )
+    from compression.analysis.plots import entropy_figure
+    from compression.runtime.attention_maps import KINDS, AttentionIndexError
+    from compression.runtime.heatmap import to_png
 
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     kinds = list(KINDS) if args.kind == "all" else [k.strip() for k in args.kind.split(",") if k.strip()]
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.entropy:
-        from compression.data import load_split
+        from compression.train.data import load_split
 
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
         if not targets or set(targets) - {"reference", "own"}:

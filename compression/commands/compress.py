@@ -27,9 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from compression.checkpoint import REPO_ROOT, load_model
-    from compression.compress import VariantConfig, compress
-    from compression.variants import evaluate_variant, finalize, resolve, write_variant
+    from compression.compress.pipeline import VariantConfig, compress
+    from compression.compress.variants import evaluate_variant, finalize, resolve, write_variant
+    from compression.runtime.catalogue import MODELS_ROOT
+    from compression.train.checkpoint import load_model
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = VariantConfig.load(args.config)
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.finetune = cfg.finetune.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base_dir = resolve(args.base or cfg.base)
-    out = Path(args.out) if args.out else REPO_ROOT / "models" / "variants" / cfg.name
+    out = Path(args.out) if args.out else MODELS_ROOT / "variants" / cfg.name
     t0 = time.time()
     model, tok = load_model(base_dir, device)
     history: list = []

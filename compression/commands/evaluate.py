@@ -20,13 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from compression.commands.translate import load_translator
-    from compression.evaluate import evaluate
+    from compression.train.evaluate import evaluate
 
     translator, directory = load_translator(args)
     beams = tuple(int(b) for b in args.beams.split(","))
     result = evaluate(translator, args.split, beams, args.limit, args.batch_size)
     if not args.no_save and args.limit is None and args.backend == "torch":
-        from compression.checkpoint import update_metrics
+        from compression.train.checkpoint import update_metrics
 
         update_metrics(directory, {args.split: result})
     if args.json:

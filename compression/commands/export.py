@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from compression.export import ExportConfig, evaluate_export, export_directory, plan_exports
-    from compression.runtime import DEFAULT_EXPORT_ROOT
+    from compression.export.writer import ExportConfig, evaluate_export, export_directory, plan_exports
+    from compression.runtime.catalogue import DEFAULT_EXPORT_ROOT
 
     if args.name and len(args.variant or []) != 1:
         print("--name needs exactly one --variant", file=sys.stderr)

@@ -17,16 +17,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from compression import manifest
-    from compression.checkpoint import DEFAULT_MODEL, load_model
-    from compression.marian import export_marian
+    from compression.interop.marian_export import export_marian
+    from compression.runtime import manifest
+    from compression.train.checkpoint import DEFAULT_MODEL, load_model
 
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         print(f"{args.out} is not empty; choose another --out or pass --force to overwrite", file=sys.stderr)
         return 2
     directory = args.model or DEFAULT_MODEL
     if (directory / "variant.json").exists():  # a compressed variant: the weights it computes with, in fp32
-        from compression.variants import load_variant
+        from compression.compress.variants import load_variant
 
         model, tok, _ = load_variant(directory)
     else:

@@ -20,9 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from compression import manifest
-    from compression.checkpoint import save_model
-    from compression.marian import UnsupportedMarian, import_marian, model_name
+    from compression.interop.marian_import import UnsupportedMarian, import_marian, model_name
+    from compression.runtime import manifest
+    from compression.train.checkpoint import save_model
 
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         print(f"{args.out} is not empty; choose another --out or pass --force to overwrite", file=sys.stderr)

@@ -25,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def rows(root: str) -> list[dict]:
-    from compression.checkpoint import REPO_ROOT
-    from compression.variants import list_variants
+    from compression.compress.variants import list_variants
+    from compression.runtime.catalogue import REPO_ROOT
 
     out = []
     for v in list_variants(root):

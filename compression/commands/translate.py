@@ -17,20 +17,21 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_translator(args: argparse.Namespace):
     """-> (translator, directory) for --model/--variant/--backend/--device."""
-    from compression.checkpoint import DEFAULT_MODEL
+    from compression.runtime.catalogue import DEFAULT_MODEL
 
     directory = Path(args.model) if args.model else DEFAULT_MODEL
     if args.backend == "onnx":
-        from compression.runtime import load_translator as load_onnx
+        from compression.runtime.sessions import SessionFactory
+        from compression.runtime.translator import load_translator as load_onnx
 
-        translator = load_onnx(directory, variant=args.variant, device=args.device)
+        translator = load_onnx(directory, variant=args.variant, sessions=SessionFactory(device=args.device))
     elif args.variant is not None:
-        from compression.variants import load_variant_translator
+        from compression.compress.variants import load_variant_translator
 
         translator = load_variant_translator(args.variant, args.device, directory if args.model else None)
     else:
-        from compression.checkpoint import load_model
-        from compression.translator import TorchTranslator
+        from compression.train.checkpoint import load_model
+        from compression.train.translator import TorchTranslator
 
         model, tok = load_model(directory, args.device)
         translator = TorchTranslator(model, tok, args.device)
@@ -44,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from compression.search import SearchConfig
+    from compression.runtime.search import SearchConfig
 
     translator, _ = load_translator(args)
     print(f"provider: {translator.provider}", file=sys.stderr)

@@ -8,60 +8,21 @@ variant's weights did for that output.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
-from compression.attention_maps import KIND_TITLES, AttentionIndexError, map_entropy
-from compression.search import SearchConfig
+from compression.runtime.attention import NoAttentionGraph
+from compression.runtime.attention_maps import KIND_TITLES, AttentionIndexError, map_entropy
+from compression.runtime.search import SearchConfig
 
-from ..attention import AttentionSessions
-from ..deps import RegistryDep, SettingsDep
+from ..deps import RegistryDep, SettingsDep, check_limits
 from ..errors import BadInput
-from ..schemas import Problem
-from .translate import check_limits
+from ..schemas import AttentionMap, AttentionRequest, Problem
 
 router = APIRouter(tags=["attention"])
-SESSIONS = 2  # attention sessions kept open (each holds one variant's decoded weights)
-
-
-class AttentionRequest(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    text: str = Field(description="one English sentence", examples=["A man is riding a bike."])
-    kind: Literal["encoder", "decoder", "cross"] = Field(
-        "cross", description="encoder self-attention, decoder self-attention, or cross-attention (target x source)")
-    layer: int = Field(0, ge=0, description="layer index, from 0")
-    head: int = Field(0, ge=0, description="head index, from 0")
-    format: Literal["png", "json"] = Field("png", description="png: a heatmap; json: the weights and the token lists")
-    target: str | None = Field(None, description="German output to teacher-force on (default: the variant's own translation)")
-
-
-class AttentionMap(BaseModel):
-    variant: str
-    kind: str
-    layer: int
-    head: int
-    layers: int = Field(description="layers of this kind in the variant")
-    heads: int
-    translation: str = Field(description="the output the map was computed on")
-    target_from: Literal["variant", "request"]
-    source_tokens: list[str] = Field(description="source pieces, </s> last")
-    target_tokens: list[str] = Field(description="output pieces, </s> last; row t of a decoder/cross map predicted token t")
-    rows: list[str] = Field(description="labels of the map's rows (queries)")
-    cols: list[str] = Field(description="labels of the map's columns (keys)")
-    weights: list[list[float]] = Field(description="rows x cols, each row sums to 1")
-    entropy: float = Field(description="mean row entropy of this map in nats (lower = sharper)")
-
-
-def sessions_of(request: Request, threads: int) -> AttentionSessions:
-    state = request.app.state
-    if getattr(state, "attention_sessions", None) is None:
-        state.attention_sessions = AttentionSessions(SESSIONS, threads)
-    return state.attention_sessions
 
 
 @router.post(
@@ -78,32 +39,34 @@ def sessions_of(request: Request, threads: int) -> AttentionSessions:
 )
 async def attention(
     body: AttentionRequest,
-    request: Request,
     registry: RegistryDep,
     settings: SettingsDep,
     variant: Annotated[str | None, Query(max_length=200, description="variant name (GET /variants); default: the service's")] = None,
 ):
     v = registry.resolve(variant)
     check_limits([body.text] + ([body.target] if body.target is not None else []), settings)
-    att = await sessions_of(request, settings.session_threads).get(v.name, v.manifest)
-    try:
-        att.shape.check(body.kind, body.layer, body.head, f"variant {v.name!r}")
-    except AttentionIndexError as e:
-        raise BadInput(str(e)) from None
-    src_ids = att.source_ids(body.text)
-    if body.target is None:
-        async with registry.use(v) as loaded:  # the variant's own greedy translation, as /translate gives it
+    async with registry.use(v) as loaded:  # the attention session lives and unloads with the variant
+        try:
+            att = await registry.attention(loaded)
+        except NoAttentionGraph as e:
+            raise HTTPException(501, str(e)) from e
+        try:
+            att.shape.check(body.kind, body.layer, body.head, f"variant {v.name!r}")
+        except AttentionIndexError as e:
+            raise BadInput(str(e)) from None
+        src_ids = att.source_ids(body.text)
+        if body.target is None:  # the variant's own greedy translation, as /translate gives it
             cfg = SearchConfig(max_len=att.spec.max_positions - 1)
             out = (await asyncio.to_thread(loaded.translator.translate_ids, [src_ids], cfg))[0]
-    else:
-        out = att.target_ids(body.target)
+        else:
+            out = att.target_ids(body.target)
     maps = await asyncio.to_thread(att.maps, src_ids, out)
     weights = maps.select(body.kind, body.layer, body.head)
     rows, cols = maps.labels(body.kind)
     title = f"{v.name}: {KIND_TITLES[body.kind]}, layer {body.layer}, head {body.head}"
     headers = {"X-Tzip-Layers": str(maps.shape.layers(body.kind)), "X-Tzip-Heads": str(maps.shape.heads)}
     if body.format == "png":
-        from compression.attention_plot import heatmap_png  # matplotlib: imported on the first heatmap only
+        from compression.runtime.heatmap import heatmap_png  # matplotlib: imported on the first heatmap only
 
         png = await asyncio.to_thread(heatmap_png, weights, rows, cols, body.kind, title)
         return Response(png, media_type="image/png", headers=headers)

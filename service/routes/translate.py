@@ -7,31 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from compression.search import SearchConfig
+from compression.runtime.search import SearchConfig
 
-from ..deps import MetricsDep, RegistryDep, SettingsDep
-from ..errors import BadInput
+from ..deps import MetricsDep, RegistryDep, SettingsDep, check_limits
 from ..schemas import Latency, Problem, TranslateRequest, TranslateResponse
-from ..settings import Settings
 
 router = APIRouter(tags=["translate"])
-
-
-def check_limits(texts: list[str], s: Settings) -> None:
-    """Limits that depend on the settings (the schema checks types and ranges)."""
-    if not texts:
-        raise BadInput('"texts" is empty; send at least one sentence')
-    if len(texts) > s.max_texts:
-        raise BadInput(f"{len(texts)} texts in one request; the limit is {s.max_texts} (TZIP_MAX_TEXTS): split it")
-    for i, t in enumerate(texts):
-        if not t.strip():
-            raise BadInput(f"text {i} is empty or whitespace only")
-        if len(t) > s.max_text_chars:
-            raise BadInput(f"text {i} has {len(t)} characters; the limit is {s.max_text_chars} (TZIP_MAX_TEXT_CHARS)")
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadInput(f"text {i} holds an unpaired UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode") from None
 
 
 @router.post(

@@ -1,0 +1,1 @@
+"""The attention study: comparison figures and entropy tables across variants (PyTorch or ONNX Runtime)."""

@@ -1,0 +1,1 @@
+"""Hugging Face MarianMT (opus-mt) checkpoints in and out."""

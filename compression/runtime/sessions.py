@@ -1,0 +1,94 @@
+"""ONNX Runtime sessions: one factory, configured explicitly (no environment variables between modules).
+
+``SessionFactory`` holds what every session of a process should share: the device, the intra-op thread
+count and whether idle worker threads spin. The service builds one from its settings; the CLI and the
+benchmarks from their flags. ``session`` reports the execution provider that REALLY runs: ONNX Runtime
+falls back to the CPU silently when CUDA cannot start. No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from compression.runtime import onnx_format as fmt
+
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+DEVICES = tuple(PROVIDERS)
+
+
+@dataclass(frozen=True)
+class SessionFactory:
+    """device: cpu | cuda. threads: intra-op threads per session (0 = ONNX Runtime's default, one per physical
+    core). spin: idle worker threads spin (off when several sessions or processes share the cores: spinning
+    then costs far more than it saves). device_argmax: greedy search takes the argmax where the log-probs are
+    (under CUDA: N ids cross to the host instead of N x V scores)."""
+
+    device: str = "cpu"
+    threads: int = 0
+    spin: bool = True
+    device_argmax: bool = True
+
+    def __post_init__(self) -> None:
+        if self.device not in PROVIDERS:
+            raise ValueError(f"device must be one of {list(DEVICES)}, got {self.device!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = ONNX Runtime's default), got {self.threads}")
+
+    def options(self) -> ort.SessionOptions:
+        """Full graph optimization (folds constant sub-graphs once at load)."""
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            so.intra_op_num_threads = self.threads
+        if not self.spin:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3  # warnings about unused initializers after folding are noise
+        return so
+
+    def providers(self) -> list[str]:
+        if self.device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            return PROVIDERS["cpu"]
+        return PROVIDERS[self.device]
+
+    def session(self, model: Path | str | bytes, providers: list[str] | None = None) -> tuple[ort.InferenceSession, str]:
+        """A session over a graph file (or serialized graph) and the provider that really runs it."""
+        source = model if isinstance(model, bytes) else str(model)
+        s = ort.InferenceSession(source, sess_options=self.options(), providers=providers or self.providers())
+        return s, s.get_providers()[0]
+
+
+def cuda_fallback_reason() -> str:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    return "ONNX Runtime could not start CUDA (libraries or GPU missing; `import torch` first, or onnxruntime.preload_dlls())"
+
+
+def _tiny_model(nodes, inputs, outputs) -> bytes:
+    graph = helper.make_graph(nodes, "helper", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", fmt.OPSET)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
+def row_selector(value_types: list[str]) -> bytes:
+    """A tiny graph that gathers rows (axis 0) of each of several tensors: shrinks the cross keys/values
+    and source mask to the rows still decoding, on whatever device they live (no host round trip)."""
+    elem = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16, "tensor(bool)": TensorProto.BOOL}
+    inputs = [helper.make_tensor_value_info("rows", TensorProto.INT64, ["n"])]
+    outputs, nodes = [], []
+    for i, t in enumerate(value_types):
+        inputs.append(helper.make_tensor_value_info(f"x{i}", elem[t], None))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", elem[t], None))
+        nodes.append(helper.make_node("Gather", [f"x{i}", "rows"], [f"y{i}"], axis=0))
+    return _tiny_model(nodes, inputs, outputs)
+
+
+def argmax_graph() -> bytes:
+    """A tiny graph: the index of each row's largest score (the first one on ties, as NumPy's argmax)."""
+    return _tiny_model([helper.make_node("ArgMax", ["scores"], ["best"], axis=1, keepdims=0)],
+                       [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", "v"])],
+                       [helper.make_tensor_value_info("best", TensorProto.INT64, ["n"])])

@@ -1,0 +1,1 @@
+"""Data, the PyTorch Transformer, training, checkpoints and evaluation (needs torch)."""
