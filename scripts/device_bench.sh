@@ -28,6 +28,6 @@ $PY -m compression export --variant base --variant fp16 --variant int8 --out /tm
 $PY benchmarks/speed/bench.py --device cuda --export-dir /tmp/onnx --batch 64 --no-ct2 \
     --out "$OUT/results_cuda" 2>&1 | tee "$OUT/bench.log"
 # A/B of greedy's argmax on the GPU (the default since c9a0350) against the host argmax that results_cuda.md
-# of the first run measured: the same graphs with TZIP_ORT_DEVICE_ARGMAX=0 (about 1 minute more)
-TZIP_ORT_DEVICE_ARGMAX=0 $PY benchmarks/speed/bench.py --device cuda --export-dir /tmp/onnx --batch 64 --no-ct2 --no-torch \
+# of the first run measured: the same graphs with --host-argmax (about 1 minute more)
+$PY benchmarks/speed/bench.py --host-argmax --device cuda --export-dir /tmp/onnx --batch 64 --no-ct2 --no-torch \
     --variants base,fp16 --out "$OUT/results_cuda_host_argmax" 2>&1 | tee "$OUT/bench_host_argmax.log"

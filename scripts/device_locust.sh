@@ -54,7 +54,7 @@ common=(--time "$secs" --out "$res" --ready-timeout 240
 "$py" benchmarks/locust/run.py --label h200-fp16-8texts --variants fp16 "${common[@]}" --users 128 --texts 8 --processes 4
 if [ "${ALL_VARIANTS:-1}" != 0 ]; then  # every shipped variant at once on CUDA: per-variant figures
   [ -f "$root/kmeans-4bit/manifest.json" ] || "$py" -m compression export --all --out "$root"
-  all=$("$py" -c "import sys; from compression.runtime import list_exported; print(','.join(m['name'] for m in list_exported(sys.argv[1])))" "$root")
+  all=$("$py" -c "import sys; from compression.runtime.catalogue import list_exported; print(','.join(m['name'] for m in list_exported(sys.argv[1])))" "$root")
   "$py" benchmarks/locust/run.py --label h200-all-variants --variants "$all" "${common[@]}" \
     --users 256 --texts 1 --processes 4 --env TZIP_MEMORY_BUDGET_MB=8192
 fi

@@ -12,7 +12,7 @@ users=${USERS:-64}
 out=${OUT:-benchmarks/locust/cpu}
 per=${SECONDS_PER_VARIANT:-30}
 headline=${1:-kmeans-4bit}
-names=$("$py" -c "import sys; from compression.runtime import list_exported; print(' '.join(m['name'] for m in list_exported(sys.argv[1])))" "$root")
+names=$("$py" -c "import sys; from compression.runtime.catalogue import list_exported; print(' '.join(m['name'] for m in list_exported(sys.argv[1])))" "$root")
 run() { "$py" benchmarks/locust/run.py --users "$users" --out "$out" --env "TZIP_MODEL_ROOT=$root" "$@"; }
 run --label "$headline" --variants "$headline" --time 60
 run --label "$headline-batch1" --variants "$headline" --time 60 --env TZIP_MAX_BATCH_SIZE=1

@@ -56,7 +56,8 @@ def torch_engine(device: str, threads: int | None) -> tuple[Engine, object, obje
     return Engine("pytorch-eager-fp32", "pytorch", tr.provider, lambda ids: tr.translate_ids(ids, cfg)), model, tok
 
 
-def onnx_engines(export_dir: Path, names: list[str] | None, device: str, threads: int | None) -> list[Engine]:
+def onnx_engines(export_dir: Path, names: list[str] | None, device: str, threads: int | None,
+                 device_argmax: bool = True) -> list[Engine]:
     from compression.runtime.catalogue import list_exported
     from compression.runtime.sessions import SessionFactory
     from compression.runtime.translator import OnnxTranslator
@@ -66,7 +67,7 @@ def onnx_engines(export_dir: Path, names: list[str] | None, device: str, threads
     for name in names or sorted(found, key=lambda n: (n != "base", n)):
         if name not in found:
             raise SystemExit(f"no export named {name!r} under {export_dir} (found {sorted(found)}); run `make export`")
-        tr = OnnxTranslator(found[name]["path"], SessionFactory(device=device, threads=threads or 0))
+        tr = OnnxTranslator(found[name]["path"], SessionFactory(device=device, threads=threads or 0, device_argmax=device_argmax))
         cfg = SearchConfig(beam=1)
         meta = {k: found[name].get(k) for k in ("method", "precision", "storage", "model_bytes", "ratio", "bleu", "bleu_greedy")}
         # the weights it was exported from: the base's (base, fp16, int8) can be compared with PyTorch eager's tokens
@@ -147,6 +148,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads for every engine (default: all cores)")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--host-argmax", action="store_true", help="CUDA greedy: copy the scores and take the argmax on the host")
     ap.add_argument("--no-ct2", action="store_true")
     ap.add_argument("--out", default=None, help="output prefix (default benchmarks/speed/results_<device>)")
     args = ap.parse_args()
@@ -163,7 +165,7 @@ def main() -> None:
         e, model, tok = torch_engine(args.device, args.threads)
         engines.append(e)
     engines += onnx_engines(Path(args.export_dir), args.variants.split(",") if args.variants else None, args.device,
-                            args.threads)
+                            args.threads, device_argmax=not args.host_argmax)
     if tok is None:
         from compression.runtime.tokenizer import Tokenizer
 
