@@ -148,9 +148,9 @@ class VariantRegistry:
     def __init__(self, settings: Settings, metrics: Metrics, loader: Loader | None = None, lister: Lister | None = None):
         if loader is None or lister is None:
             from compression.runtime import catalogue
-            from compression.runtime.translator import OnnxTranslator
+            from compression.runtime.translator import open_translator
 
-            loader, lister = loader or OnnxTranslator, lister or catalogue.list_exported
+            loader, lister = loader or open_translator, lister or catalogue.list_exported
         self.settings, self.metrics = settings, metrics
         self._loader, self._lister = loader, lister
         self._variants: dict[str, Variant] = {}

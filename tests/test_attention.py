@@ -56,17 +56,20 @@ def test_onnx_attention_equals_pytorch_last_weights(tiny_export):
         np.testing.assert_allclose(onnx_maps[kind].sum(-1), 1.0, atol=1e-5)
 
 
-def test_compact_variant_decodes_its_weights_in_the_attention_graph(tmp_path):
+@pytest.mark.parametrize("stored", [False, True], ids=["graph-files", "stored"])
+def test_compact_variant_decodes_its_weights_in_the_attention_graph(tmp_path, stored):
+    """Graph files decode the codes in the graph; the stored form builds the graph at load: both show the
+    variant's exact weights."""
     from compression.compress.variants import load_records_model
-    from compression.export.writer import export_directory
+    from compression.export.writer import ExportConfig, export_directory
     from compression.runtime import compact
     from tests.test_onnx_compact import quantize_records, write_variant_dir
 
     model, tok = tiny_model_and_tokenizer(seed=3)
     recs = quantize_records(model, "codebook")
     write_variant_dir(tmp_path / "v", recs, model, tok, "tiny-kmeans", "kmeans", base_model_bytes=10**6)
-    man = export_directory(tmp_path / "v", tmp_path / "out", base_dir=tmp_path / "v")
-    assert man["storage"] == "compact"
+    man = export_directory(tmp_path / "v", tmp_path / "out", ExportConfig(stored=stored), base_dir=tmp_path / "v")
+    assert man["storage"] == ("stored" if stored else "compact")
     dequantized = load_records_model(compact.read_tensors(tmp_path / "v"), model.cfg)
     onnx_maps, torch_maps, _, _ = both_backends(dequantized, tok, tmp_path / "out")
     _, dense_maps, _, _ = both_backends(model, tok, tmp_path / "out")

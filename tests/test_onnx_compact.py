@@ -121,7 +121,7 @@ def test_compact_variant_exports_small_and_token_identical(tmp_path, kind):
     import torch
 
     from compression.compress.variants import load_records_model
-    from compression.export.writer import export_directory
+    from compression.export.writer import ExportConfig, export_directory
     from compression.runtime.search import SearchConfig
     from compression.runtime.translator import load_translator
     from compression.train.translator import TorchTranslator
@@ -131,7 +131,7 @@ def test_compact_variant_exports_small_and_token_identical(tmp_path, kind):
     recs = quantize_records(model, kind)
     variant = tmp_path / "v"
     write_variant_dir(variant, recs, model, tok, f"tiny-{kind}", kind, base_model_bytes=10**6)
-    man = export_directory(variant, tmp_path / "out", base_dir=variant)
+    man = export_directory(variant, tmp_path / "out", ExportConfig(stored=False), base_dir=variant)
     assert man["storage"] == "compact" and man["name"] == f"tiny-{kind}" and man["ratio"] == round(10**6 / man["model_bytes"], 3)
 
     # the initializers are about as small as the compact file (codes stay packed: nothing is expanded on disk)

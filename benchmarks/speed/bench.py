@@ -57,22 +57,24 @@ def torch_engine(device: str, threads: int | None) -> tuple[Engine, object, obje
 
 
 def onnx_engines(export_dir: Path, names: list[str] | None, device: str, threads: int | None,
-                 device_argmax: bool = True) -> list[Engine]:
+                 device_argmax: bool = True, greedy_loop: bool = True) -> list[Engine]:
     from compression.runtime.catalogue import list_exported
     from compression.runtime.sessions import SessionFactory
-    from compression.runtime.translator import OnnxTranslator
+    from compression.runtime.translator import open_translator
 
     engines = []
     found = {m["name"]: m for m in list_exported(export_dir)}
     for name in names or sorted(found, key=lambda n: (n != "base", n)):
         if name not in found:
             raise SystemExit(f"no export named {name!r} under {export_dir} (found {sorted(found)}); run `make export`")
-        tr = OnnxTranslator(found[name]["path"], SessionFactory(device=device, threads=threads or 0, device_argmax=device_argmax))
+        tr = open_translator(found[name]["path"], SessionFactory(device=device, threads=threads or 0, device_argmax=device_argmax,
+                                                               greedy_loop=greedy_loop))
         cfg = SearchConfig(beam=1)
         meta = {k: found[name].get(k) for k in ("method", "precision", "storage", "model_bytes", "ratio", "bleu", "bleu_greedy")}
         # the weights it was exported from: the base's (base, fp16, int8) can be compared with PyTorch eager's tokens
         meta["weights_of"] = found[name].get("derived_from") or found[name].get("source", {}).get("name", name)
-        provider = tr.provider + (f" ({tr.provider_note})" if tr.provider_note else "")
+        note = getattr(tr, "provider_note", "")
+        provider = tr.provider + (f" ({note})" if note else "")
         engines.append(Engine(f"onnx-{name}", "onnxruntime", provider, lambda ids, tr=tr, cfg=cfg: tr.translate_ids(ids, cfg), meta))
     return engines
 
@@ -150,6 +152,7 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--host-argmax", action="store_true", help="CUDA greedy: copy the scores and take the argmax on the host")
     ap.add_argument("--no-ct2", action="store_true")
+    ap.add_argument("--step", action="store_true", help="greedy one session run per token (default: the ONNX Loop graph)")
     ap.add_argument("--out", default=None, help="output prefix (default benchmarks/speed/results_<device>)")
     args = ap.parse_args()
     if args.device == "cuda":
@@ -165,7 +168,7 @@ def main() -> None:
         e, model, tok = torch_engine(args.device, args.threads)
         engines.append(e)
     engines += onnx_engines(Path(args.export_dir), args.variants.split(",") if args.variants else None, args.device,
-                            args.threads, device_argmax=not args.host_argmax)
+                            args.threads, device_argmax=not args.host_argmax, greedy_loop=not args.step)
     if tok is None:
         from compression.runtime.tokenizer import Tokenizer
 

@@ -71,7 +71,7 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     """One export: ONNX Runtime BLEU (recorded in its manifest), PyTorch reference, token identity."""
     from compression.export.writer import evaluate_export, source_meta
     from compression.runtime.sessions import SessionFactory
-    from compression.runtime.translator import OnnxTranslator
+    from compression.runtime.translator import open_translator
     from compression.train.data import load_split
     from compression.train.evaluate import bleu_chrf
 
@@ -104,7 +104,7 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
         t1 = time.perf_counter()
         ref_ids = _translate_ids(TorchTranslator(model, tok), src_ids, batch)
         row["torch_cpu_seconds"] = round(time.perf_counter() - t1, 1)
-        out_ids = _translate_ids(OnnxTranslator(export_path, sessions), src_ids, batch)
+        out_ids = _translate_ids(open_translator(export_path, sessions), src_ids, batch)
         row["torch_cpu_bleu_greedy"] = bleu_chrf(tok.decode(ref_ids), [t for _, t in pairs])["bleu"]
         row["identical"] = sum(a == b for a, b in zip(ref_ids, out_ids, strict=True))
         row["sentences"] = len(ref_ids)

@@ -83,13 +83,13 @@ def open_torch(name: str, roots: Sequence[Path | str] = MODEL_ROOTS, device: str
 def open_onnx(name: str, root: Path | str | None = None) -> StudyVariant:
     from compression.runtime.attention import OnnxAttention
     from compression.runtime.catalogue import find_exported
-    from compression.runtime.translator import OnnxTranslator
+    from compression.runtime.translator import open_translator
 
     directory = find_exported(name, root)
     att = OnnxAttention(directory)
     s = att.spec
     ids = {"pad": s.pad_id, "start": s.decoder_start_id, "eos": s.eos_id, "max_positions": s.max_positions}
-    return StudyVariant(name, att.manifest, att, OnnxTranslator(directory), att.tokenizer, ids)
+    return StudyVariant(name, att.manifest, att, open_translator(directory), att.tokenizer, ids)
 
 
 def open_variants(names: Sequence[str], backend: str, roots: Sequence[Path | str] = MODEL_ROOTS,

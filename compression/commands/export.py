@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override the precision (default: fp16/int8 for those baselines, fp32 otherwise)")
     p.add_argument("--name", default=None, help="name of the export (one --variant only; default: the variant's)")
     p.add_argument("--dense", action="store_true", help="store dequantized dense weights instead of compact codes")
+    p.add_argument("--graphs", action="store_true",
+                   help="write a compressed variant as ONNX graph files that decode its codes (default: its stored "
+                        "form, from which the runtime builds int8/fp16 graphs at load)")
     p.add_argument("--evaluate", action="store_true",
                    help="measure test BLEU (greedy, beam 5) through ONNX Runtime and record it in the manifest")
     p.add_argument("--limit", type=int, default=None, help="with --evaluate: first N test sentences only")
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         name = args.name or job.name
         meta = {**job.meta, "name": name}
         precision = args.precision or job.precision
-        config = ExportConfig(precision=precision, compact=not args.dense)
+        config = ExportConfig(precision=precision, compact=not args.dense, stored=not (args.graphs or args.dense))
         man = export_directory(job.source, out_root / name, config, job.base_dir, meta)
         if args.evaluate:
             man = evaluate_export(out_root / name, limit=args.limit)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,11 @@ EXPORTED_META = ("name", "method", "bits", "sparsity", "bleu", "bleu_greedy", "r
 class ExportConfig:
     """How one variant becomes ONNX; saved in its manifest under ``export``."""
 
-    precision: str = "fp32"  # fp32 | fp16 (weights and compute, for the GPU) | int8 (dynamic quantization, for the CPU)
+    precision: str = "fp32"  # fp32 | fp16 (weights and compute, for the GPU) | int8 (MatMulNBits 8-bit, for the CPU)
     compact: bool = True  # keep quantized/sparse weights compact (decoded in the graph) when the source is compact
-    per_channel: bool = True  # int8: one scale per output channel
+    # a compact variant is exported in its stored form: its own weights.tzc, from which the runtime builds int8
+    # (CPU) or fp16 (CUDA) graphs at load, so what is served is what was stored (False: graph files)
+    stored: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in fmt.PRECISIONS:
@@ -64,31 +65,6 @@ def build_graphs(cfg, weights: WeightSource, precision: str) -> dict[str, onnx.M
             fmt.ATTENTION_FILE: build_attention(cfg, weights, dtype)}  # analysis graph: shares weights.bin
 
 
-def _not_quantizer_advice(record: logging.LogRecord) -> bool:
-    return "pre-processing before quantization" not in record.getMessage()
-
-
-def quantize_int8(directory: Path, per_channel: bool) -> None:
-    """Dynamic int8 quantization of every MatMul with a constant weight (ONNX Runtime's quantizer), in place."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantized = {}
-    root = logging.getLogger()
-    root.addFilter(_not_quantizer_advice)  # its shape pre-pass advice is for CNNs; our graphs are fully typed
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for name in fmt.GRAPH_FILES:
-                out = Path(tmp) / name
-                quantize_dynamic(directory / name, out, op_types_to_quantize=["MatMul"], per_channel=per_channel, reduce_range=True,
-                                 weight_type=QuantType.QInt8,
-                                 extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
-                quantized[name] = onnx.load(str(out))
-    finally:
-        root.removeFilter(_not_quantizer_advice)
-    (directory / fmt.WEIGHTS_FILE).unlink()
-    save_models(quantized, directory)
-
-
 def write_manifest(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """The manifest with ``model_bytes`` = every file but the (shared) tokenizer and the analysis-only
     attention graph, manifest.json included, equal to the bytes on disk."""
@@ -112,23 +88,68 @@ def export_weights(cfg, weights: WeightSource, tokenizer_file: Path, out_dir: Pa
     work = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    try:
-        graph_precision = "fp16" if config.precision == "fp16" else "fp32"
-        save_models(build_graphs(cfg, weights, graph_precision), work)
-        if config.precision == "int8":
-            quantize_int8(work, config.per_channel)
+    def fill(work: Path) -> None:
+        if config.precision == "int8":  # per-row int8 weights, MatMulNBits: a row's result never depends on its batch
+            save_models(int8_models(cfg, weights), work)
+        else:
+            save_models(build_graphs(cfg, weights, "fp16" if config.precision == "fp16" else "fp32"), work)
         graph_spec(cfg, config.precision, storage).save(work)
         shutil.copyfile(tokenizer_file, work / fmt.TOKENIZER_FILE)
         _check_loads(work)
-        full_meta = {**meta, "format": Format.ONNX.value, "precision": config.precision, "storage": storage,
-                     "export": {"precision": config.precision, "compact": config.compact, "per_channel": config.per_channel}}
-        written = write_manifest(work, full_meta)
+
+    return _write_export(out_dir, fill, {**meta, "precision": config.precision, "storage": storage,
+                                         "export": {"precision": config.precision, "compact": config.compact}})
+
+
+def int8_models(cfg, weights: WeightSource) -> dict[str, onnx.ModelProto]:
+    """The three graphs with int8 weights (compression.runtime.graphs_int8), from dense weights."""
+    from compression.runtime.graphs_int8 import build_runtime_graphs, embed_weights
+
+    if not isinstance(weights, DenseWeights):
+        raise ValueError("int8 exports are made from dense weights (a compact variant is served in its stored form)")
+    records = {n: {"kind": "dense", "shape": list(a.shape), "array": a} for n, a in weights.arrays.items()}
+    graphs = build_runtime_graphs(cfg, records, "int8", files=fmt.GRAPH_FILES)
+    return {n: embed_weights(m, graphs.arrays) for n, m in graphs.models.items()}
+
+
+def _write_export(out_dir: Path | str, fill, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write one export into ``out_dir`` (replacing an older one there) through ``fill(work_dir)``; returns
+    its manifest. Everything goes to a sibling ``.partial`` directory, moved into place only once ``fill``
+    (which checks that the result loads) succeeded: a failed export leaves the previous one intact."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / manifest_lib.MANIFEST).exists():
+        raise FileExistsError(f"{out_dir} exists and is not an export; choose another --out")
+    work = out_dir.parent / f".{out_dir.name}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        fill(work)
+        written = write_manifest(work, {**meta, "format": Format.ONNX.value})
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     shutil.rmtree(out_dir, ignore_errors=True)
     work.rename(out_dir)
     return written
+
+
+def export_stored(source: Path, out_dir: Path | str, meta: dict[str, Any]) -> dict[str, Any]:
+    """A compact variant in its stored form: its weights.tzc and variant.json, the tokenizer and a spec; the
+    runtime builds the graphs from them at load (compression.runtime.memory)."""
+    from compression.runtime.graphs_int8 import graph_spec as runtime_spec
+    from compression.runtime.graphs_int8 import read_variant
+    from compression.runtime.memory import load_memory_translator
+
+    def fill(work: Path) -> None:
+        for name in (*fmt.STORED_FILES, fmt.TOKENIZER_FILE):
+            shutil.copyfile(source / name, work / name)
+        cfg, _ = read_variant(work)
+        runtime_spec(cfg, "fp32").save(work)
+        manifest_lib.write(work, {})  # provisional, so the load check can verify the files
+        load_memory_translator(work).translate(["A dog."])
+
+    return _write_export(out_dir, fill, {**meta, "precision": "int8", "storage": "stored",
+                                         "export": {"stored": True, "cpu": "int8 MatMulNBits", "cuda": "fp16"}})
 
 
 def _check_loads(directory: Path) -> None:
@@ -179,6 +200,8 @@ def export_directory(source: Path | str, out_dir: Path | str, config: ExportConf
     base_dir = Path(base_dir) if base_dir is not None else catalogue.DEFAULT_MODEL
     full_meta = {**source_meta(source, base_dir), **(meta or {})}
     config = config or ExportConfig(precision=default_precision(full_meta))
+    if config.stored and config.precision == "fp32" and (source / fmt.STORED_FILES[0]).exists():
+        return export_stored(source, out_dir, full_meta)
     weights, cfg, storage = read_weights(source, config)
     return export_weights(cfg, weights, source / fmt.TOKENIZER_FILE, out_dir, full_meta, config, storage)
 
@@ -259,11 +282,11 @@ def evaluate_export(directory: Path | str, limit: int | None = None, batch_size:
                     sessions=None) -> dict[str, Any]:
     """Test BLEU (greedy and beam 5) through ONNX Runtime on the CPU, recorded in the export's manifest as
     ``bleu_onnx`` / ``bleu_greedy_onnx`` (and as ``bleu`` where the source had no PyTorch score)."""
-    from compression.runtime.translator import OnnxTranslator
+    from compression.runtime.translator import open_translator
     from compression.train.evaluate import evaluate
 
     directory = Path(directory)
-    result = evaluate(OnnxTranslator(directory, sessions), "test_2016_flickr", (1, 5), limit, batch_size)
+    result = evaluate(open_translator(directory, sessions), "test_2016_flickr", (1, 5), limit, batch_size)
     extra: dict[str, Any] = {"bleu_onnx": result["beam5"]["bleu"], "bleu_greedy_onnx": result["greedy"]["bleu"],
                              "onnx_eval": {"limit": limit, "provider": result["provider"]}}
     old = manifest_lib.read(directory)

@@ -34,15 +34,27 @@ class OnnxAttention:
                                     "run `python -m compression export` first")
         man = manifest_lib.read(directory)
         self.name = str(man.get("name"))
+        sessions = sessions or SessionFactory()
+        self.spec = fmt.GraphSpec.load(directory)
+        if self.spec.storage == "stored":  # no graph file: built from the variant's own weights
+            from compression.runtime.memory import memory_attention_model
+
+            manifest_lib.verify(directory)
+            self.manifest, self.tokenizer = man, Tokenizer(directory / fmt.TOKENIZER_FILE)
+            self.session, self.provider = sessions.session(memory_attention_model(directory, sessions))
+            self._check(directory)
+            return
         if fmt.ATTENTION_FILE not in man.get("files", {}):
             raise NoAttentionGraph(f"variant {self.name!r} was exported without {fmt.ATTENTION_FILE}; re-export it with "
                                    f"`python -m compression export --variant {self.name}` (or `make export`)")
         # only the files this session reads, each checked before ONNX Runtime opens it
         manifest_lib.verify(directory, [fmt.ATTENTION_FILE, fmt.WEIGHTS_FILE, fmt.SPEC_FILE, fmt.TOKENIZER_FILE])
         self.manifest = man
-        self.spec = fmt.GraphSpec.load(directory)
         self.tokenizer = Tokenizer(directory / fmt.TOKENIZER_FILE)
-        self.session, self.provider = (sessions or SessionFactory()).session(directory / fmt.ATTENTION_FILE)
+        self.session, self.provider = sessions.session(directory / fmt.ATTENTION_FILE)
+        self._check(directory)
+
+    def _check(self, directory: Path) -> None:
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         missing = set(fmt.ATTENTION_OUTPUTS) - set(outputs)
         if missing:

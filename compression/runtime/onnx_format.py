@@ -39,6 +39,8 @@ NOT_MODEL_FILES = (TOKENIZER_FILE, ATTENTION_FILE)  # shared with the base / ana
 OPSET = 18  # BitwiseAnd (unpacking of packed codes) needs 18
 
 PRECISIONS = ("fp32", "fp16", "int8")
+STORAGES = ("dense", "compact", "stored")
+STORED_FILES = ("weights.tzc", "variant.json")  # a stored export's weights: the compressed variant's own files
 
 
 def cross_names(i: int) -> tuple[str, str]:
@@ -66,7 +68,9 @@ class GraphSpec:
     eos_id: int
     decoder_start_id: int
     precision: str = "fp32"  # fp32 | fp16 (weights and compute) | int8 (dynamic quantization of MatMuls)
-    storage: str = "dense"  # dense | compact (codes + codebooks / sparse indices decoded inside the graph)
+    # dense | compact (codes + codebooks / sparse indices decoded inside the graph) | stored (no graph files: the
+    # variant's weights.tzc and variant.json, from which compression.runtime.memory builds the graphs at load)
+    storage: str = "dense"
 
     def __post_init__(self) -> None:
         problems = []
@@ -75,8 +79,8 @@ class GraphSpec:
                 problems.append(f"{name} must be positive")
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
-        if self.storage not in ("dense", "compact"):
-            problems.append(f"storage {self.storage!r} is not dense or compact")
+        if self.storage not in STORAGES:
+            problems.append(f"storage {self.storage!r} is not one of {STORAGES}")
         if problems:
             raise ValueError(f"invalid {SPEC_FILE}: " + "; ".join(problems) + "; re-export the variant")
 

@@ -152,6 +152,7 @@ class LengthBatchedTranslator:
     Subclasses (PyTorch, ONNX Runtime) provide ``tokenizer`` and ``translate_ids``."""
 
     tokenizer: Any
+    provider: str = "unknown"  # the execution provider (or device) that really runs it
 
     def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig) -> list[list[int]]:
         raise NotImplementedError

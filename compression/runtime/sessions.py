@@ -25,12 +25,14 @@ class SessionFactory:
     """device: cpu | cuda. threads: intra-op threads per session (0 = ONNX Runtime's default, one per physical
     core). spin: idle worker threads spin (off when several sessions or processes share the cores: spinning
     then costs far more than it saves). device_argmax: greedy search takes the argmax where the log-probs are
-    (under CUDA: N ids cross to the host instead of N x V scores)."""
+    (under CUDA: N ids cross to the host instead of N x V scores). greedy_loop: graph-file exports decode
+    greedy in one ONNX Loop per batch (compression.runtime.greedy) instead of one run per token."""
 
     device: str = "cpu"
     threads: int = 0
     spin: bool = True
     device_argmax: bool = True
+    greedy_loop: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in PROVIDERS:
@@ -54,10 +56,12 @@ class SessionFactory:
             return PROVIDERS["cpu"]
         return PROVIDERS[self.device]
 
-    def session(self, model: Path | str | bytes, providers: list[str] | None = None) -> tuple[ort.InferenceSession, str]:
-        """A session over a graph file (or serialized graph) and the provider that really runs it."""
+    def session(self, model: Path | str | bytes, providers: list[str] | None = None,
+                options: ort.SessionOptions | None = None) -> tuple[ort.InferenceSession, str]:
+        """A session over a graph file (or serialized graph) and the provider that really runs it;
+        ``options`` (default ``self.options()``) when the caller adds entries (e.g. shared weights)."""
         source = model if isinstance(model, bytes) else str(model)
-        s = ort.InferenceSession(source, sess_options=self.options(), providers=providers or self.providers())
+        s = ort.InferenceSession(source, sess_options=options or self.options(), providers=providers or self.providers())
         return s, s.get_providers()[0]
 
 

@@ -143,6 +143,7 @@ class OnnxTranslator(LengthBatchedTranslator):
     """Greedy/beam translation over an exported variant directory (verified against its manifest first)."""
 
     backend = "onnx"
+    directory: Path | None  # None when the graphs were built in memory (compression.runtime.memory)
 
     def __init__(self, directory: Path | str, sessions: SessionFactory | None = None):
         directory = Path(directory)
@@ -157,10 +158,17 @@ class OnnxTranslator(LengthBatchedTranslator):
         self.tokenizer = Tokenizer(directory / fmt.TOKENIZER_FILE)
         if self.tokenizer.vocab_size != self.spec.vocab_size:
             raise ValueError(f"{directory}: tokenizer has {self.tokenizer.vocab_size} pieces, the graphs {self.spec.vocab_size}")
-        self.encoder, enc_provider = sessions.session(directory / fmt.ENCODER_FILE)
-        self.decoder, self.provider = sessions.session(directory / fmt.DECODER_FILE)
+        encoder = sessions.session(directory / fmt.ENCODER_FILE)
+        decoder = sessions.session(directory / fmt.DECODER_FILE)
+        self._attach(encoder, decoder, sessions, directory.name)
+
+    def _attach(self, encoder: tuple[ort.InferenceSession, str], decoder: tuple[ort.InferenceSession, str],
+                sessions: SessionFactory, label: str) -> None:
+        """Take the encoder and decoder sessions (each with its provider) and open the helper sessions
+        (``spec`` is set): shared by the directory constructor and translators built in memory."""
+        (self.encoder, enc_provider), (self.decoder, self.provider) = encoder, decoder
         if sessions.device == "cuda" and self.provider != "CUDAExecutionProvider":
-            log.warning("CUDA requested but %s: running %s on %s", cuda_fallback_reason(), directory.name, self.provider)
+            log.warning("CUDA requested but %s: running %s on %s", cuda_fallback_reason(), label, self.provider)
         if enc_provider != self.provider:
             log.warning("encoder runs on %s but decoder on %s", enc_provider, self.provider)
         self.device_type = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
@@ -168,7 +176,7 @@ class OnnxTranslator(LengthBatchedTranslator):
         self.provider_note = ""
         if self.device_type == "cuda" and self.spec.precision == "int8":
             self.provider_note = "int8 MatMulInteger/DynamicQuantize nodes run partly on the CPU with host copies"
-            log.warning("%s: %s", directory.name, self.provider_note)
+            log.warning("%s: %s", label, self.provider_note)
         self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
         self.selector, _ = sessions.session(row_selector([o.type for o in self.encoder.get_outputs()]),
                                             self.encoder.get_providers())
@@ -180,7 +188,7 @@ class OnnxTranslator(LengthBatchedTranslator):
         self.present_outputs = [n for i in range(L) for n in fmt.present_names(i)]
         missing = {"log_probs", *self.present_outputs} - {o.name for o in self.decoder.get_outputs()}
         if missing:
-            raise ValueError(f"{directory}/{fmt.DECODER_FILE} lacks outputs {sorted(missing)}; re-export the variant")
+            raise ValueError(f"{label}/{fmt.DECODER_FILE} lacks outputs {sorted(missing)}; re-export the variant")
 
     @property
     def name(self) -> str:
@@ -195,7 +203,7 @@ class OnnxTranslator(LengthBatchedTranslator):
 
 
 def load_translator(directory: Path | str | None = None, variant: str | None = None,
-                    sessions: SessionFactory | None = None) -> OnnxTranslator:
+                    sessions: SessionFactory | None = None) -> LengthBatchedTranslator:
     """An ``OnnxTranslator`` for an exported variant.
 
     ``directory`` is an exported variant, or a root searched for the export whose manifest is named
@@ -204,11 +212,26 @@ def load_translator(directory: Path | str | None = None, variant: str | None = N
     """
     directory = Path(directory) if directory is not None else catalogue.export_root()
     if variant is None and catalogue.is_exported(directory):
-        return OnnxTranslator(directory, sessions)
+        return open_translator(directory, sessions)
     root = directory
     if (directory / manifest_lib.MANIFEST).exists() and not catalogue.is_exported(directory):
         variant = variant or manifest_lib.read(directory).get("name")  # a torch checkpoint: its export
         root = catalogue.export_root()
     if variant is None:
         raise ValueError(f"{directory} is not an exported variant; name one with variant= (see catalogue.list_exported)")
-    return OnnxTranslator(catalogue.find_exported(variant, root), sessions)
+    return open_translator(catalogue.find_exported(variant, root), sessions)
+
+
+def open_translator(directory: Path | str, sessions: SessionFactory | None = None) -> LengthBatchedTranslator:
+    """The translator of an exported variant directory, whatever its storage: graph files, or (storage
+    "stored") the compressed variant's own files, from which the graphs are built in memory."""
+    directory, sessions = Path(directory), sessions or SessionFactory()
+    if catalogue.is_exported(directory) and fmt.GraphSpec.load(directory).storage == "stored":
+        from compression.runtime.memory import load_memory_translator
+
+        return load_memory_translator(directory, sessions=sessions)
+    if sessions.greedy_loop:  # greedy in one ONNX Loop run per batch; beam search step by step
+        from compression.runtime.greedy import GreedyLoopTranslator
+
+        return GreedyLoopTranslator(directory, sessions)
+    return OnnxTranslator(directory, sessions)

@@ -1,0 +1,389 @@
+"""The runtime form of a compressed variant: ONNX graphs built in memory whose weights stay small (no torch).
+
+``export`` writes graphs that decode codes + codebooks with constant nodes; ONNX Runtime folds those to
+dense float32 when a session starts, so a 4-bit variant is served from more memory than the fp32 base.
+Here every linear weight is instead held as int8 (one byte per weight) with one float scale per output
+row, and the MatMuls run as ONNX Runtime's int8 kernels; nothing folds back to float32:
+
+- k-means / Deep Compression codebooks: q = round(centroid / scale) gathered per code, one scale per
+  codebook, searched near max|centroid| / 127 for the least (usage-weighted) squared error: q * scale
+  is every centroid on that row's int8 grid.
+- binary, scaled sign: q = +-1, scale = alpha (exact); two-centroid: as a codebook of two values.
+- sparse: zeros stay exactly 0 (q = 0); codes as a codebook, free values on the row's absmax grid.
+- int8 records: their own q and scale; dense float matrices (the base): per-row absmax / 127.
+- 1-D tensors (biases, LayerNorm): float32, as ``compact.dequantize`` gives them.
+
+Graphs come from ``onnx_graphs.build_encoder/build_decoder`` (the same arithmetic) with an ``Int8Weights``
+source: it hands out placeholder names, and ``lower`` rewrites every MatMul on a placeholder into one of
+``MATMULS``:
+
+- ``nbits8`` (the default): com.microsoft MatMulNBits, bits=8, accuracy_level=4: B is (N, K) uint8 =
+  q + 128 (torch's row layout, no transpose), activations quantized per row and block of 256 in the
+  kernel. The tied embedding is that one uint8 tensor: the logits run on it, the input Gather reads it.
+- ``dqmm``: com.microsoft DynamicQuantizeMatMul (int8 B (K, N), per-column scale; logits QGemm transB).
+- ``integer``: DynamicQuantizeLinear + MatMulInteger + Cast + Mul by scales (logits as dqmm).
+  Both quantize the whole activation tensor to uint8 at once; x86 without VNNI saturates u8 x s8 pairs
+  beyond |q| = 63, so these forms use a 7-bit grid (``QMAX``).
+
+Weights are never put inside the ModelProtos: each graph declares them as initializers with "external"
+data and ``RuntimeGraphs.arrays`` holds the arrays, which the runtime hands to every session as the same
+OrtValues (``SessionOptions.add_external_initializers``): one copy for all the sessions of a variant.
+
+``weights="fp16"`` builds, for CUDA, float16 graphs whose dense weights hold the codebook values
+(``compact.dequantize`` cast to float16), in memory and shared the same way; ``weights="fp32"`` the
+float32 ones (the numerics control: exact values).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from compression.runtime import compact
+from compression.runtime import onnx_format as fmt
+from compression.runtime.graphs import DenseWeights, Graph, build_decoder, build_encoder
+from compression.runtime.graphs_attention import build_attention
+from compression.runtime.model_config import ModelConfig
+
+# DynamicQuantizeMatMul | DynamicQuantizeLinear + MatMulInteger + Cast + Mul | MatMulNBits, 8 bits, int8 compute
+MATMULS = ("dqmm", "integer", "nbits8")
+NBITS_BLOCK = 256  # MatMulNBits block along K (one scale per row per block: the row's scale, repeated)
+NBITS_ACCURACY = 4  # int8 compute: activations quantized per row and block (0: float compute, slower)
+WEIGHT_FORMS = ("int8", "fp16", "fp32")  # fp32: dense exact values, the control for the numerics
+PLACEHOLDER = "int8:"  # prefix of the names Int8Weights hands out; ``lower`` replaces every use
+MS = "com.microsoft"
+
+
+# -- pure NumPy: one record -> int8 rows + scales --------------------------------------------------
+GRID_STEPS = np.linspace(0.5, 1.0, 6301)  # candidate values of max|row| / scale, as fractions of qmax
+# u8 x s8 kernels on x86 without VNNI (AVX2: vpmaddubsw) add pairs of products in int16 and saturate
+# when |q| > 63 (255 * 127 * 2 > 32767): DynamicQuantizeMatMul / MatMulInteger weights get 7 bits
+QMAX = {"nbits8": 127, "dqmm": 63, "integer": 63}
+
+
+def _grid(values: np.ndarray, weights: np.ndarray | None = None, search: bool = True,
+          qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """values (G, K) float32 -> (int8 (G, K), scale (G,)) with q * scale as close to values as an int8 grid
+    allows: the scale is searched (max|row| / m, m in [qmax / 2, qmax]) for the least squared error, weighted by
+    ``weights`` (G, K) (how often each value is used); |q| <= ``qmax``. A codebook has few values, so a scale that puts
+    them all near grid points exists (max|row| / 127 alone leaves each up to half a step off). Rows of
+    free values (``search=False``) take max|row| / qmax."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64)
+    chunk = 256  # rows per search: (chunk, 6301) candidates at a time, not (G, 6301) (G = 4000 is 200 MB)
+    if search and len(values) > chunk:
+        parts = [_grid(values[i : i + chunk], weights[i : i + chunk], search, qmax) for i in range(0, len(values), chunk)]
+        return np.concatenate([q for q, _ in parts]), np.concatenate([s for _, s in parts])
+    top = np.abs(values).max(axis=1, keepdims=True)  # (G, 1)
+    top = np.where(top > 0, top, 1.0)
+    steps = top / (qmax * (GRID_STEPS if search else np.ones(1)))[None, :]  # (G, M) candidate scales
+    err = np.zeros(steps.shape)
+    for k in range(values.shape[1]):  # K is small (a codebook) or the row length (free values)
+        v = values[:, k : k + 1]
+        err += weights[:, k : k + 1] * (np.rint(v / steps) * steps - v) ** 2
+    scale = steps[np.arange(len(steps)), err.argmin(axis=1)].astype(np.float32)
+    q = np.clip(np.rint(values / scale[:, None]), -qmax, qmax).astype(np.int8)
+    return q, scale
+
+
+def _counts(codes: np.ndarray, group: np.ndarray, groups: int, k: int) -> np.ndarray:
+    """(groups, k) how many weights of each group use each code."""
+    flat = (group[:, None] * k + codes).reshape(-1)
+    return np.bincount(flat, minlength=groups * k).reshape(groups, k).astype(np.float64)
+
+
+def int8_matrix(rec: dict, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-D record -> (q int8 (rows, cols), scale float32 (rows,)) with q * scale[:, None] ~ the weight."""
+    kind, shape = rec["kind"], [int(s) for s in rec["shape"]]
+    if len(shape) != 2:
+        raise ValueError(f"int8 weights are matrices; got shape {shape}")
+    rows = shape[0]
+    if kind in ("codebook", "binary"):
+        book = np.asarray(rec["codebook"], dtype=np.float32)  # (G, K)
+        group = np.arange(rows) // int(rec["rows_per_group"])  # (rows,) codebook of each row
+        codes = np.asarray(rec["codes"]).astype(np.int64).reshape(shape)
+        if kind == "binary" and rec.get("symmetric"):  # (-alpha, +alpha): q = -1 / +1, scale = alpha, exact
+            qbook, gscale = np.array([[-1, 1]], dtype=np.int8).repeat(len(book), 0), book[:, 1]
+        else:
+            qbook, gscale = _grid(book, _counts(codes, group, len(book), book.shape[1]), qmax=qmax)
+        return qbook[group[:, None], codes], gscale[group].astype(np.float32)
+    if kind == "int8" and qmax == 127:
+        return np.asarray(rec["q"], np.int8).reshape(shape), np.asarray(rec["scale"], np.float32)
+    if kind == "sparse" and "codes" in rec:  # one codebook per tensor: its grid; pruned positions stay 0
+        book, codes = np.asarray(rec["codebook"], np.float32).reshape(1, -1), np.asarray(rec["codes"]).astype(np.int64)
+        qbook, gscale = _grid(book, np.bincount(codes, minlength=book.shape[1])[None, :], qmax=qmax)
+        q = np.zeros(rows * shape[1], dtype=np.int8)
+        q[np.asarray(rec["indices"], np.int64)] = qbook[0, codes]
+        return q.reshape(shape), np.full(rows, gscale[0], np.float32)
+    if kind in ("sparse", "dense", "int8"):  # free values: each row on its own grid (0 stays 0)
+        return _grid(compact.dequantize(rec).reshape(rows, -1), search=False, qmax=qmax)
+    raise ValueError(f"unknown record kind {kind!r}; known: {compact.KINDS}")
+
+
+# -- the weight source and the lowering pass ------------------------------------------------------
+class Int8Weights:
+    """A ``WeightSource`` over compact records whose matrices are int8 rows + per-row scales.
+
+    ``matrix`` hands out placeholder names ("int8:T:<name>" for a MatMul's B, "int8:rows:<name>" for a
+    Gather) that ``lower`` turns into int8 nodes; the arrays those nodes use are collected in ``arrays``
+    (shared by every session later): ``<name>.qT`` (in, out) for MatMuls, ``<name>.q`` (rows, cols) for
+    the embedding (its logits use it too, through QGemm transB), ``<name>.scale``, ``<name>.f32`` vectors."""
+
+    def __init__(self, records: dict[str, dict], qmax: int = 127):
+        self.records = records
+        self.qmax = qmax
+        self.arrays: dict[str, np.ndarray] = {}
+        self.stacks: dict[str, list[str]] = {}
+        self._int8: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _rec(self, name: str) -> dict:
+        if name not in self.records:
+            raise KeyError(f"parameter {name!r} missing from the compact weights; re-run the compression")
+        return self.records[name]
+
+    def int8(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self._int8:
+            if name in self.stacks:  # outputs side by side = rows stacked
+                parts = [self.int8(n) for n in self.stacks[name]]
+                self._int8[name] = (np.concatenate([q for q, _ in parts]), np.concatenate([s for _, s in parts]))
+            else:
+                self._int8[name] = int8_matrix(self._rec(name), self.qmax)
+        return self._int8[name]
+
+    def scale(self, name: str) -> str:
+        self.arrays.setdefault(f"{name}.scale", self.int8(name)[1])
+        return f"{name}.scale"
+
+    def rows(self, name: str) -> tuple[str, str]:
+        q, s = self.int8(name)
+        self.arrays.setdefault(f"{name}.q", q)
+        self.arrays.setdefault(f"{name}.scale", s)
+        return f"{name}.q", f"{name}.scale"
+
+    def cols(self, name: str) -> tuple[str, str]:
+        q, s = self.int8(name)
+        if f"{name}.qT" not in self.arrays:
+            self.arrays[f"{name}.qT"] = np.ascontiguousarray(q.T)
+        self.arrays.setdefault(f"{name}.scale", s)
+        return f"{name}.qT", f"{name}.scale"
+
+    def blocks(self, name: str) -> tuple[str, str]:
+        """MatMulNBits form: uint8 (rows, K / block, block) = q + 128 (its default zero point), scales
+        (rows * K / block,). Rows stay the linear's outputs: MatMulNBits' B is (N, K), torch's layout."""
+        q, s = self.int8(name)
+        rows, k = q.shape
+        block = min(NBITS_BLOCK, k)
+        if k % block:
+            raise ValueError(f"{name}: {k} inputs are not a multiple of the MatMulNBits block {block}")
+        if f"{name}.u8" not in self.arrays:
+            self.arrays[f"{name}.u8"] = (q.astype(np.int16) + 128).astype(np.uint8).reshape(rows, k // block, block)
+            self.arrays[f"{name}.bscale"] = np.repeat(s, k // block)
+        return f"{name}.u8", f"{name}.bscale"
+
+    def matrix(self, g: Graph, name: str, transpose: bool) -> str:
+        return f"{PLACEHOLDER}{'T' if transpose else 'rows'}:{name}"
+
+    def vector(self, g: Graph, name: str) -> str:
+        key = f"{name}.f32"
+        if key not in self.arrays:
+            self.arrays[key] = compact.dequantize(self._rec(name)).astype(np.float32).reshape(-1)
+        return key
+
+    def stacked(self, g: Graph, names: list[str]) -> tuple[str, str]:
+        """q, k, v (or every cross k, v) as one MatMul: their int8 rows stacked, biases concatenated."""
+        label = f"{names[0]}+{len(names) - 1}"
+        self.stacks[f"{label}.weight"] = [f"{n}.weight" for n in names]
+        key = f"{label}.bias.f32"
+        if key not in self.arrays:
+            self.arrays[key] = np.concatenate([self.arrays[self.vector(g, f"{n}.bias")] for n in names])
+        return self.matrix(g, f"{label}.weight", True), key
+
+
+SHARED_LOCATION = "tzip-shared"  # external-data location of a declared initializer (never a file)
+
+
+def declared(name: str, a: np.ndarray) -> onnx.TensorProto:
+    """An initializer with a name, type and shape whose data is "external": the runtime supplies it as
+    an OrtValue (``SessionOptions.add_external_initializers``), so the ModelProto holds no weights."""
+    t = onnx.TensorProto()
+    t.name, t.data_type = name, onnx.helper.np_dtype_to_tensor_dtype(a.dtype)
+    t.dims.extend(a.shape)
+    t.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", SHARED_LOCATION), ("offset", "0"), ("length", str(a.nbytes))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    return t
+
+
+class _Lowering(Graph):
+    def fresh(self, hint: str) -> str:  # names apart from those of the graph being lowered
+        return f"int8/{super().fresh(hint)}"
+
+
+def lower(model: onnx.ModelProto, w: Int8Weights, matmul: str = "dqmm") -> onnx.ModelProto:
+    """Rewrite, in place, every node that uses one of ``w``'s placeholders into int8 kernels, and declare
+    each array of ``w`` the graph uses as a data-less initializer."""
+    if matmul not in MATMULS:
+        raise ValueError(f"matmul must be one of {MATMULS}, got {matmul!r}")
+    g = _Lowering("lower")  # for its node helpers; its constants join ``model``'s initializers
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        ph = [i for i in node.input if i.startswith(PLACEHOLDER)]
+        if not ph:
+            nodes.append(node)
+            continue
+        _, form, name = ph[0].split(":", 2)
+        x, y = node.input[1 - list(node.input).index(ph[0])], node.output[0]
+        g.nodes = []
+        if node.op_type == "Gather" and form == "rows" and matmul == "nbits8":  # the logits' uint8 blocks
+            u8, _ = w.blocks(name)
+            s = w.scale(name)
+            rows = g.op("Cast", g.op("Gather", u8, x), to=TensorProto.FLOAT)  # (..., K / block, block)
+            rows = g.op("Reshape", rows, g.op("Concat", g.op("Shape", x), g.i64(-1), axis=0))  # (..., D)
+            rows = g.op("Sub", rows, g.const(np.array(128.0, np.float32)))
+            g.op("Mul", rows, g.op("Unsqueeze", g.op("Gather", s, x), g.i64(-1)), out=y)
+        elif node.op_type == "MatMul" and form == "T" and matmul == "nbits8":
+            u8, bs = w.blocks(name)
+            n, nb, block = w.arrays[u8].shape
+            g.op("MatMulNBits", x, u8, bs, out=y, domain=MS, K=nb * block, N=n, bits=8, block_size=block,
+                 accuracy_level=NBITS_ACCURACY)
+        elif node.op_type == "Gather" and form == "rows":  # int8 rows, then times each row's scale
+            q, s = w.rows(name)
+            rows = g.op("Cast", g.op("Gather", q, x), to=TensorProto.FLOAT)  # (..., D)
+            g.op("Mul", rows, g.op("Unsqueeze", g.op("Gather", s, x), g.i64(-1)), out=y)
+        elif node.op_type == "MatMul" and form == "T" and name == "shared.weight":
+            # logits h @ E^T on the (V, D) rows the Gather uses: the embedding is held once
+            q, s = w.rows(name)
+            xq, xs, xz = g.op("DynamicQuantizeLinear", x, n_out=3)
+            zp = g.const(np.zeros(w.arrays[s].shape, np.int8))  # QGemm wants one zero point per scale
+            g.op("QGemm", xq, xs, xz, q, s, zp, out=y, domain=MS, transB=1)
+        elif node.op_type == "MatMul" and form == "T":
+            q, s = w.cols(name)
+            if matmul == "dqmm":
+                g.op("DynamicQuantizeMatMul", x, q, s, out=y, domain=MS)
+            else:
+                xq, xs, xz = g.op("DynamicQuantizeLinear", x, n_out=3)
+                acc = g.op("Cast", g.op("MatMulInteger", xq, q, xz), to=TensorProto.FLOAT)
+                g.op("Mul", acc, g.op("Mul", xs, s), out=y)
+        else:
+            raise ValueError(f"{node.op_type} uses int8 weight {name!r} ({form}): no int8 form for it; extend lower()")
+        for n in g.nodes:
+            n.name = f"{node.name}{n.name}"
+        nodes.extend(g.nodes)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    kept = [t for t in model.graph.initializer if t.name not in w.arrays] + list(g.initializers.values())
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept + [declared(n, w.arrays[n]) for n in sorted(used) if n in w.arrays])
+    if not any(o.domain == MS for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(MS, 1))
+    return model
+
+
+# -- in-memory graphs of a variant ------------------------------------------------------------------
+@dataclass
+class RuntimeGraphs:
+    """Serialized graphs without weights, the weights they share, and what the runtime needs to know."""
+
+    models: dict[str, bytes]  # file name (fmt.ENCODER_FILE, ...) -> serialized ModelProto
+    arrays: dict[str, np.ndarray]  # shared initializers, each once
+    spec: fmt.GraphSpec
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+
+def read_variant(directory: Path | str) -> tuple[Any, dict[str, dict]]:
+    """(model config, records) of a variant directory (compact records), or of a model directory
+    (safetensors shards read with NumPy, every tensor a dense record), torch-free."""
+    directory = Path(directory)
+    if (directory / "variant.json").exists():
+        info = json.loads((directory / "variant.json").read_text())
+        return model_config(info["model"]), compact.read_tensors(directory)
+    from safetensors.numpy import load_file
+
+    records = {}
+    for shard in sorted(directory.glob("*.safetensors")):
+        for name, a in load_file(str(shard)).items():
+            if name != "positions":  # the sinusoids are computed in the graph
+                records[name] = {"kind": "dense", "shape": list(a.shape), "array": a}
+    if not records:
+        raise FileNotFoundError(f"{directory} holds neither variant.json nor *.safetensors: not a model or variant")
+    return model_config(json.loads((directory / "config.json").read_text())["model"]), records
+
+
+def model_config(d: dict[str, Any]) -> ModelConfig:
+    return ModelConfig.from_dict(d)
+
+
+BUILDERS = {fmt.ENCODER_FILE: build_encoder, fmt.DECODER_FILE: build_decoder, fmt.ATTENTION_FILE: build_attention}
+TRANSLATION_GRAPHS = (fmt.ENCODER_FILE, fmt.DECODER_FILE)
+
+
+def build_runtime_graphs(cfg, records: dict[str, dict], weights: str = "int8", matmul: str = "nbits8",
+                         attention: bool = False, files: tuple[str, ...] | None = None) -> RuntimeGraphs:
+    """The encoder and decoder (with ``attention``, also the attention-maps graph; ``files`` names the
+    graphs to build instead) over ``records``, in memory."""
+    if weights not in WEIGHT_FORMS:
+        raise ValueError(f"weights must be one of {WEIGHT_FORMS}, got {weights!r}")
+    names = files or (TRANSLATION_GRAPHS + ((fmt.ATTENTION_FILE,) if attention else ()))
+    builders = {n: BUILDERS[n] for n in names}
+    models: dict[str, bytes] = {}
+    if weights == "int8":
+        w = Int8Weights(records, QMAX[matmul])
+        for name, build in builders.items():
+            models[name] = lower(build(cfg, w, np.float32), w, matmul).SerializeToString()
+        arrays = w.arrays
+    else:  # dense, the codebook values (cast once to fp16); every large initializer becomes shared
+        dtype = np.float16 if weights == "fp16" else np.float32
+        dense = DenseWeights({n: compact.dequantize(r).astype(dtype) for n, r in records.items()})
+        arrays = {}
+        for name, build in builders.items():
+            m = build(cfg, dense, dtype)
+            models[name] = _share_initializers(m, arrays).SerializeToString()
+    spec = graph_spec(cfg, "fp16" if weights == "fp16" else "fp32")
+    return RuntimeGraphs(models, arrays, spec, {"weights": weights, "matmul": matmul})
+
+
+def _share_initializers(model: onnx.ModelProto, arrays: dict[str, np.ndarray], min_bytes: int = 1024) -> onnx.ModelProto:
+    """Move large initializers out of ``model`` into ``arrays`` (by name; the same name = the same tensor)."""
+    from onnx import numpy_helper
+
+    kept = []
+    for t in model.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.nbytes < min_bytes:
+            kept.append(t)
+            continue
+        arrays.setdefault(t.name, a)
+        kept.append(declared(t.name, a))
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return model
+
+
+def graph_spec(cfg, precision: str) -> fmt.GraphSpec:
+    return fmt.GraphSpec(
+        decoder_layers=cfg.decoder_layers, n_heads=cfg.n_heads, head_dim=cfg.d_model // cfg.n_heads,
+        vocab_size=cfg.vocab_size, max_positions=cfg.max_positions, pad_id=cfg.pad_id, eos_id=cfg.eos_id,
+        decoder_start_id=cfg.decoder_start_id, precision=precision, storage="stored")
+
+
+def embed_weights(model: bytes, arrays: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A serialized graph of ``build_runtime_graphs`` with the data of its declared initializers inside."""
+    proto = onnx.load_from_string(model)
+    for t in proto.graph.initializer:
+        if t.name in arrays:
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
+            t.raw_data = np.ascontiguousarray(arrays[t.name]).tobytes()
+    return proto

@@ -1,0 +1,163 @@
+"""Serve a variant from graphs built in memory, with its weights held once (no torch).
+
+``onnx_int8.build_runtime_graphs`` gives serialized graphs that declare their weights without holding
+them and the arrays themselves. Here every array becomes one ``OrtValue`` (over the NumPy memory, no
+copy) that every session of the variant receives through ``SessionOptions.add_external_initializers``:
+the tied embedding, used by the encoder and the decoder, exists once. The serialized graphs are dropped
+once the sessions exist. ``MemoryOptions`` holds the ONNX Runtime settings that change resident memory
+(measured in benchmarks/memory/).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+from compression.runtime import manifest as manifest_lib
+from compression.runtime import onnx_format as fmt
+from compression.runtime.graphs_int8 import RuntimeGraphs, build_runtime_graphs, embed_weights, read_variant
+from compression.runtime.sessions import SessionFactory
+from compression.runtime.tokenizer import Tokenizer
+from compression.runtime.translator import OnnxTranslator
+
+ARENAS = ("default", "off", "shared")  # per-session CPU arena | no arena | one env arena, kSameAsRequested
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    prepacking: bool = True  # False: "session.disable_prepacking" (kernels read the shared int8 weights as they are)
+    # True: every session gets the same OrtValues (one copy, but kept beside the kernels' prepacked ones);
+    # False: the weights are embedded in each serialized graph, ONNX Runtime owns them and frees those it
+    # prepacked, and the serialized bytes are dropped after the session is made
+    share: bool = True
+    arena: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.arena not in ARENAS:
+            raise ValueError(f"arena must be one of {ARENAS}, got {self.arena!r}")
+
+
+_SHARED_ARENA: list[bool] = []  # registered once per process
+
+
+def _register_shared_arena() -> None:
+    if _SHARED_ARENA:
+        return
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    # max_mem 0 = no limit, arena_extend_strategy 1 = kSameAsRequested, defaults for the rest
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+    _SHARED_ARENA.append(True)
+
+
+def memory_session_options(opts: MemoryOptions, sessions: SessionFactory) -> ort.SessionOptions:
+    so = sessions.options()
+    if not opts.prepacking:
+        so.add_session_config_entry("session.disable_prepacking", "1")
+    if opts.arena == "off":
+        so.enable_cpu_mem_arena = False
+    elif opts.arena == "shared":
+        _register_shared_arena()
+        so.add_session_config_entry("session.use_env_allocators", "1")
+    return so
+
+
+class SharedWeights:
+    """One OrtValue per array of a ``RuntimeGraphs`` (the arrays stay alive as long as this does)."""
+
+    def __init__(self, graphs: RuntimeGraphs):
+        self.arrays = graphs.arrays
+        self.values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in self.arrays.items()}
+
+    def options_for(self, model: bytes, opts: MemoryOptions, sessions: SessionFactory) -> ort.SessionOptions:
+        """Session options that hand ``model`` the shared values of the initializers it declares."""
+        so = memory_session_options(opts, sessions)
+        declared = [t.name for t in onnx.load_from_string(model).graph.initializer if t.name in self.values]
+        if declared:
+            so.add_external_initializers(declared, [self.values[n] for n in declared])
+        return so
+
+    def embedded(self, model: bytes) -> bytes:
+        """``model`` with the data of its declared initializers inside (``share=False``)."""
+        return embed_weights(model, self.arrays).SerializeToString()
+
+
+def trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them otherwise): the build's temporaries are
+    gone, and resident memory should show it."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
+class MemoryTranslator(OnnxTranslator):
+    """An ``OnnxTranslator`` over in-memory graphs + tokenizer + spec instead of an export directory."""
+
+    def __init__(self, graphs: RuntimeGraphs, tokenizer: Tokenizer, name: str, sessions: SessionFactory | None = None,
+                 options: MemoryOptions = MemoryOptions(), release: bool = True):
+        sessions = sessions or SessionFactory()
+        if tokenizer.vocab_size != graphs.spec.vocab_size:
+            raise ValueError(f"{name}: tokenizer has {tokenizer.vocab_size} pieces, the graphs {graphs.spec.vocab_size}")
+        self.manifest = {"name": name, **graphs.info}
+        self.directory = None
+        self.spec = graphs.spec
+        self.tokenizer = tokenizer
+        self.options = options
+        weights = SharedWeights(graphs)
+        made = []
+        for file in (fmt.ENCODER_FILE, fmt.DECODER_FILE):
+            model = graphs.models[file]
+            if options.share:
+                so = weights.options_for(model, options, sessions)
+            else:
+                model, so = weights.embedded(model), memory_session_options(options, sessions)
+            made.append(sessions.session(model, options=so))
+            del model
+        self.weights = weights if options.share else None  # the sessions hold the OrtValues' memory
+        if release:  # the sessions hold what they need; the serialized graphs (and arrays) are garbage now
+            graphs.models.clear()
+            if not options.share:
+                graphs.arrays.clear()
+        trim_heap()
+        self._attach(made[0], made[1], sessions, name)
+
+
+def weight_form(sessions: SessionFactory) -> str:
+    """int8 on the CPU (MatMulNBits); fp16 (the exact codebook values) where CUDA really runs."""
+    return "fp16" if sessions.providers()[0] == "CUDAExecutionProvider" else "int8"
+
+
+def load_memory_translator(directory: Path | str, weights: str | None = None, matmul: str = "nbits8",
+                           sessions: SessionFactory | None = None,
+                           options: MemoryOptions = MemoryOptions()) -> MemoryTranslator:
+    """A variant directory (a stored export, a compressed variant or a model; every file verified against its
+    manifest first) served from graphs built in memory: what is read from disk is the stored form itself."""
+    directory, sessions = Path(directory), sessions or SessionFactory()
+    meta = manifest_lib.verify(directory)
+    cfg, records = read_variant(directory)
+    graphs = build_runtime_graphs(cfg, records, weights or weight_form(sessions), matmul)
+    del records
+    trim_heap()
+    name = str(meta.get("name") or json.loads((directory / "variant.json").read_text()).get("name"))
+    tr = MemoryTranslator(graphs, Tokenizer(directory / fmt.TOKENIZER_FILE), name, sessions, options)
+    tr.manifest = {**meta, **tr.manifest, "name": name}
+    tr.directory = directory
+    return tr
+
+
+def memory_attention_model(directory: Path, sessions: SessionFactory) -> bytes:
+    """The attention-maps graph of a stored variant, built in memory with its weights inside: the exact
+    dequantized values (float32; float16 under CUDA), so the maps show the variant's weights, not int8 noise."""
+    cfg, records = read_variant(directory)
+    form = "fp16" if weight_form(sessions) == "fp16" else "fp32"
+    graphs = build_runtime_graphs(cfg, records, form, files=(fmt.ATTENTION_FILE,))
+    return SharedWeights(graphs).embedded(graphs.models[fmt.ATTENTION_FILE])
