@@ -93,9 +93,9 @@ echo "seq-KD targets at ${SECONDS}s: $seqkd_note"
 
 # 2. retraining side by side, all with the budget that is left
 minutes=$(python3 -c "print(round(max(0.5, ($budget - $pack_reserve - $eval_reserve - $startup - $SECONDS) / 60), 2))")
-[ -n "${SMOKE:-}" ] || train_args=(--max-minutes "$minutes")
+if [ -n "${SMOKE:-}" ]; then schedule="3 steps (smoke)"; else schedule="${minutes} min"; train_args=(--max-minutes "$minutes"); fi
 hard=$((budget - pack_reserve - SECONDS))
-echo "retraining budget ${minutes} min each (hard stop after ${hard}s)"
+echo "retraining: $schedule each (hard stop after ${hard}s)"
 pids=()
 for v in $retrained; do
   timeout -k 10 "$hard" $PY -m compression compress --config "configs/variants/$v.toml" --out "$runs/variants/$v" \
@@ -110,7 +110,7 @@ for p in "${pids[@]}"; do wait "$p" || { echo "a variant failed (pid $p)"; faile
 # 3. one line per variant (the JSON each compress run prints last), then pack
 {
   echo "seq-KD: $seqkd_note"
-  echo "retraining: ${minutes} min each, device $device"
+  echo "retraining: $schedule each, device $device"
   for v in $retrained; do echo "$v: $(grep '^{' "$runs/$v.log" | tail -1)"; done
 } | tee "$runs/summary.txt"
 cp "$runs/summary.txt" "$out/summary.txt"

@@ -13,6 +13,7 @@ the weights. ``measure_missing`` translates whatever neither holds.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from compression.runtime import manifest
 SPLITS = ("test_2016_flickr", "val")
 CACHE_FILE = "robustness.json"
 BASE = "base"
+log = logging.getLogger("tzip.robustness")
 
 
 def weights_id(directory: Path) -> str:
@@ -72,7 +74,7 @@ def collect(models: dict[str, Path], cache_path: Path, device: str | None = None
         elif cached is not None and cached.get("weights") == wid:
             out[name] = cached["scores"]
         elif device is not None:
-            print(f"measuring {name} (greedy, {' + '.join(SPLITS)}) on {device}", flush=True)
+            log.info("measuring %s (greedy, %s) on %s", name, " + ".join(SPLITS), device)
             out[name] = measure(directory, name == BASE, device)
             cache[name] = {"weights": wid, "scores": out[name]}
             cache_path.parent.mkdir(parents=True, exist_ok=True)

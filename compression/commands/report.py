@@ -31,7 +31,17 @@ def issue16_target(r: dict) -> float:
     return TWO_BIT_MIN if r["bits"] == 2 and not r["sparsity"] else RETRAINED_MIN
 
 
-def issue16_lines(table: list[dict], scores: dict) -> list[str]:
+def set_retention(r: dict, scores: dict, base_val: float | None) -> tuple[float | None, float | None]:
+    """Greedy retention on test_2016_flickr and val: from the per-length scores where measured, else from
+    the manifest (test) and metrics.json's val BLEU / the base's."""
+    from compression.analysis.robustness import retention
+
+    test, val = retention(scores, r["name"], "test_2016_flickr"), retention(scores, r["name"], "val")
+    val_fallback = r["val_bleu"] / base_val if r["val_bleu"] and base_val else None
+    return test.get("all", r["retained_greedy"]), val.get("all", val_fallback)
+
+
+def issue16_lines(table: list[dict], scores: dict, base_val: float | None) -> list[str]:
     from compression.analysis.robustness import retention
 
     lines = ["## Targets of issue 16 (greedy; val stands in for the held-out sets)", "",
@@ -41,7 +51,7 @@ def issue16_lines(table: list[dict], scores: dict) -> list[str]:
             continue
         target = issue16_target(r)
         test, val = retention(scores, r["name"], "test_2016_flickr"), retention(scores, r["name"], "val")
-        cells = [test.get("all", r["retained_greedy"]), val.get("all")]
+        cells = list(set_retention(r, scores, base_val))
         worst = [min((v for k, v in x.items() if k != "all" and v is not None), default=None) for x in (test, val)]
         ok = all(c is not None and c >= target for c in cells)
         pct = ["–" if c is None else f"{100 * c:.1f}%" for c in (*cells, *worst)]
@@ -96,7 +106,7 @@ def limit_note(r: dict) -> str:
     return f" (first {r['limit']} sentences only)" if r["limit"] else ""
 
 
-def markdown(table: list[dict], scores: dict | None = None) -> str:
+def markdown(table: list[dict], scores: dict | None = None, base_val: float | None = None) -> str:
     def fmt(x, spec=""):
         return "–" if x is None else format(x, spec)
 
@@ -131,11 +141,12 @@ def markdown(table: list[dict], scores: dict | None = None) -> str:
         from compression.analysis import robustness
 
         lines += ["", *robustness.markdown(scores, [r["name"] for r in table], {r["name"]: r["ratio"] for r in table})]
-        lines += issue16_lines(table, scores)
+        lines += issue16_lines(table, scores, base_val)
     lines += ["", "## Commands", "",
               "Each writes the variant directory and measures it as it loads from disk (sha256 verified). The retrained",
-              "variants were built on one H200 by `scripts/device_compress.sh` (all side by side, one process each;",
-              "see benchmarks/compression/gpu_runs/), with the wall-clock budget shown; the post-training ones on this",
+              "variants were built on one H200 by `scripts/device_compress.sh` or, with sequence-level distillation,",
+              "`scripts/device_frontier.sh` (all side by side, one process each; see benchmarks/compression/gpu_runs/),",
+              "with the wall-clock budget shown; the post-training ones on this",
               "repository's 2-core CPU machine.", ""]
     lines += [f"- `{r['name']}`: `{command(r)}`" for r in table if r["command"]]
     lines += ["", "The study's points in the plot: WMT En-De Transformer-base; its pruning runs report no sizes and are",
@@ -143,15 +154,13 @@ def markdown(table: list[dict], scores: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def plot(table: list[dict], path: Path, scores: dict | None = None) -> None:
+def plot(table: list[dict], path: Path, scores: dict | None = None, base_val: float | None = None) -> None:
     """Left: beam-5 retention on test_2016_flickr against ratio (with the study's points); right: greedy
     retention on test_2016_flickr (filled) and val (hollow) per variant, where measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from compression.analysis.robustness import retention
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
     for retrained, marker, label, dy in ((True, "o", "tzip, retrained", 4), (False, "s", "tzip, post-training", -10)):
@@ -165,9 +174,8 @@ def plot(table: list[dict], path: Path, scores: dict | None = None) -> None:
     ax.set_ylabel("BLEU retained (% of the fp32 base, beam 5)")
     ax.set_title("BLEU against compression ratio, Multi30k En-De test_2016_flickr")
     ax.legend(loc="center left")
-    pts = [(r, retention(scores or {}, r["name"], "test_2016_flickr"), retention(scores or {}, r["name"], "val"))
-           for r in table if r["retrained"]]
-    pts = [(r, t["all"], v["all"]) for r, t, v in pts if t and v]
+    pts = [(r, *set_retention(r, scores or {}, base_val)) for r in table if r["retrained"]]
+    pts = [(r, t, v) for r, t, v in pts if t is not None and v is not None]
     ax2.scatter([r["ratio"] for r, _, _ in pts], [100 * t for _, t, _ in pts], marker="o", label="test_2016_flickr", zorder=3)
     ax2.scatter([r["ratio"] for r, _, _ in pts], [100 * v for _, _, v in pts], marker="o", facecolors="none",
                 edgecolors="C3", label="val", zorder=3)
@@ -194,6 +202,10 @@ def robustness_scores(table: list[dict], out: Path, measure: bool, device: str |
     from compression.analysis import robustness
     from compression.runtime.catalogue import REPO_ROOT, resolve
 
+    if measure:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if measure and device is None:
         import torch
 
@@ -211,9 +223,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from compression.runtime.catalogue import resolve
+    from compression.train.checkpoint import read_metrics
+
     scores = robustness_scores(table, out, args.measure_robustness, args.device)
-    (out / "report.md").write_text(markdown(table, scores))
+    base_val = read_metrics(resolve(table[0]["base_path"])).get("val_bleu_greedy") if table else None
+    (out / "report.md").write_text(markdown(table, scores, base_val))
     (out / "variants.json").write_text(json.dumps(table, indent=1) + "\n")
-    plot(table, out / "bleu_vs_ratio.png", scores)
+    plot(table, out / "bleu_vs_ratio.png", scores, base_val)
     print(f"wrote {out / 'report.md'}, {out / 'variants.json'} and {out / 'bleu_vs_ratio.png'} ({len(table)} variants)")
     return 0

@@ -12,7 +12,6 @@ import sacrebleu
 from compression.runtime.search import SearchConfig
 from compression.train.data import DATA_DIR, load_split
 
-
 #: upper ends of the source-length buckets, in words of the source: 1-10, 11-15, 16-20, 21+
 LENGTH_EDGES = (10, 15, 20)
 
