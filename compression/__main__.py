@@ -12,6 +12,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "translate": "translate",
     "compress": "compress",
+    "seqkd": "seqkd",
     "report": "report",
     "export": "export",
     "attention": "attention",

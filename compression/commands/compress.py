@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=None, help="override the retraining batch size (tokens)")
     p.add_argument("--limit", type=int, default=None, help="evaluate/validate on the first N sentences only")
     p.add_argument("--train-limit", type=int, default=None, help="retrain on the first N training pairs only")
+    p.add_argument("--seqkd-path", default=None, help="override the seq-KD targets file (see `seqkd`)")
     p.add_argument("--no-eval", action="store_true", help="write the variant without measuring BLEU")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--log", default=None, help="write the retraining history (JSON) here")
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = VariantConfig.load(args.config)
     if cfg.finetune is not None:
         overrides = {"max_minutes": args.max_minutes, "max_steps": args.max_steps, "eval_limit": args.limit,
-                     "train_limit": args.train_limit, "max_tokens": args.max_tokens}
+                     "train_limit": args.train_limit, "max_tokens": args.max_tokens,
+                     "seqkd_path": args.seqkd_path}
         cfg.finetune = cfg.finetune.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base_dir = resolve(args.base or cfg.base)

@@ -18,10 +18,56 @@ TARGETS = {"kmeans-4bit": (7.5, 0.995), "kmeans-2bit": (14, 0.99), "binary": (28
            "binary-2c-g2": (28, 0.93), "pruned-90": (None, 0.96), "deep-compression": (35, 0.97)}
 
 
+# issue 16's figures to reach, on greedy BLEU, test_2016_flickr and val: (minimum ratio, minimum retained);
+# the first that applies: a frontier point by its ratio, else a 2-bit variant, else any retrained one
+FRONTIER = ((80, 0.90), (50, 0.96))
+RETRAINED_MIN, TWO_BIT_MIN = 0.97, 0.985
+
+
+def issue16_target(r: dict) -> float:
+    for ratio, retained in FRONTIER:
+        if r["ratio"] >= ratio:
+            return retained
+    return TWO_BIT_MIN if r["bits"] == 2 and not r["sparsity"] else RETRAINED_MIN
+
+
+def set_retention(r: dict, scores: dict, base_val: float | None) -> tuple[float | None, float | None]:
+    """Greedy retention on test_2016_flickr and val: from the per-length scores where measured, else from
+    the manifest (test) and metrics.json's val BLEU / the base's."""
+    from compression.analysis.robustness import retention
+
+    test, val = retention(scores, r["name"], "test_2016_flickr"), retention(scores, r["name"], "val")
+    val_fallback = r["val_bleu"] / base_val if r["val_bleu"] and base_val else None
+    return test.get("all", r["retained_greedy"]), val.get("all", val_fallback)
+
+
+def issue16_lines(table: list[dict], scores: dict, base_val: float | None) -> list[str]:
+    from compression.analysis.robustness import retention
+
+    lines = ["## Targets of issue 16 (greedy; val stands in for the held-out sets)", "",
+             "| variant | ratio | target | test_2016_flickr | val | worst bucket (test, val) | met |", "|---|---:|---:|---:|---:|---:|---|"]
+    for r in table:
+        if not r["retrained"]:
+            continue
+        target = issue16_target(r)
+        test, val = retention(scores, r["name"], "test_2016_flickr"), retention(scores, r["name"], "val")
+        cells = list(set_retention(r, scores, base_val))
+        worst = [min((v for k, v in x.items() if k != "all" and v is not None), default=None) for x in (test, val)]
+        ok = all(c is not None and c >= target for c in cells)
+        pct = ["–" if c is None else f"{100 * c:.1f}%" for c in (*cells, *worst)]
+        lines.append(f"| {r['name']} | {r['ratio']:.2f} | {100 * target:.1f}% | {pct[0]} | {pct[1]} | {pct[2]}, {pct[3]} "
+                     f"| {'yes' if ok else '**no**'} |")
+    return lines + [""]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default="models", help="where to look for variants (default: models/)")
     p.add_argument("--out", default="benchmarks/compression", help="directory for report.md and bleu_vs_ratio.png")
     p.add_argument("--json", action="store_true", help="print one JSON object per variant instead of writing files")
+    p.add_argument("--measure-robustness", action="store_true",
+                   help="translate (greedy, test and val) the base and every variant whose per-length scores are in "
+                        "neither its metrics.json nor OUT/robustness.json, and cache them there")
+    p.add_argument("--device", default=None, help="for --measure-robustness: cpu or cuda (default: cuda when available)")
 
 
 def rows(root: str) -> list[dict]:
@@ -41,6 +87,7 @@ def rows(root: str) -> list[dict]:
                     "retrained": info["config"].get("finetune") is not None,
                     "minutes": (info["config"].get("finetune") or {}).get("max_minutes"),
                     "description": info["config"].get("description", ""),
+                    "base_path": info.get("base", {}).get("path") or info["config"].get("base", "models/base"),
                     "command": metrics.get("compress", {}).get("command"),
                     "device": metrics.get("compress", {}).get("device")})
     return sorted(out, key=lambda r: r["ratio"])
@@ -59,7 +106,7 @@ def limit_note(r: dict) -> str:
     return f" (first {r['limit']} sentences only)" if r["limit"] else ""
 
 
-def markdown(table: list[dict]) -> str:
+def markdown(table: list[dict], scores: dict | None = None, base_val: float | None = None) -> str:
     def fmt(x, spec=""):
         return "–" if x is None else format(x, spec)
 
@@ -90,10 +137,16 @@ def markdown(table: list[dict]) -> str:
         ok = (ratio is None or r["ratio"] >= ratio) and (r["retained"] or 0) >= retained
         lines.append(f"| {name} | {r['ratio']:.2f} (>= {ratio or '–'}) | {fmt(r['retained'] and 100 * r['retained'], '.1f')}% "
                      f"(>= {100 * retained:.1f}%) | {'yes' if ok else '**no**'} |")
+    if scores is not None:
+        from compression.analysis import robustness
+
+        lines += ["", *robustness.markdown(scores, [r["name"] for r in table], {r["name"]: r["ratio"] for r in table})]
+        lines += issue16_lines(table, scores, base_val)
     lines += ["", "## Commands", "",
               "Each writes the variant directory and measures it as it loads from disk (sha256 verified). The retrained",
-              "variants were built on one H200 by `scripts/device_compress.sh` (all side by side, one process each;",
-              "see benchmarks/compression/gpu_runs/), with the wall-clock budget shown; the post-training ones on this",
+              "variants were built on one H200 by `scripts/device_compress.sh` or, with sequence-level distillation,",
+              "`scripts/device_frontier.sh` (all side by side, one process each; see benchmarks/compression/gpu_runs/),",
+              "with the wall-clock budget shown; the post-training ones on this",
               "repository's 2-core CPU machine.", ""]
     lines += [f"- `{r['name']}`: `{command(r)}`" for r in table if r["command"]]
     lines += ["", "The study's points in the plot: WMT En-De Transformer-base; its pruning runs report no sizes and are",
@@ -101,13 +154,15 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(table: list[dict], path: Path) -> None:
+def plot(table: list[dict], path: Path, scores: dict | None = None, base_val: float | None = None) -> None:
+    """Left: beam-5 retention on test_2016_flickr against ratio (with the study's points); right: greedy
+    retention on test_2016_flickr (filled) and val (hollow) per variant, where measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
     for retrained, marker, label, dy in ((True, "o", "tzip, retrained", 4), (False, "s", "tzip, post-training", -10)):
         pts = [r for r in table if r["retrained"] == retrained and r["retained"] is not None]
         ax.scatter([r["ratio"] for r in pts], [100 * r["retained"] for r in pts], marker=marker, label=label, zorder=3)
@@ -116,17 +171,48 @@ def plot(table: list[dict], path: Path) -> None:
     ax.scatter([s[1] for s in STUDY], [s[2] for s in STUDY], marker="x", color="gray", label="transformers.zip study")
     for name, x, y in STUDY:
         ax.annotate(name, (x, y), fontsize=7, color="gray", xytext=(4, -9), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xticks([2, 4, 8, 16, 32, 48], labels=["2", "4", "8", "16", "32", "48"])
-    ax.set_xticks([], minor=True)
-    ax.set_xlabel("compression ratio (fp32 base bytes / variant bytes, log scale)")
     ax.set_ylabel("BLEU retained (% of the fp32 base, beam 5)")
     ax.set_title("BLEU against compression ratio, Multi30k En-De test_2016_flickr")
-    ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="center left")
+    pts = [(r, *set_retention(r, scores or {}, base_val)) for r in table if r["retrained"]]
+    pts = [(r, t, v) for r, t, v in pts if t is not None and v is not None]
+    ax2.scatter([r["ratio"] for r, _, _ in pts], [100 * t for _, t, _ in pts], marker="o", label="test_2016_flickr", zorder=3)
+    ax2.scatter([r["ratio"] for r, _, _ in pts], [100 * v for _, _, v in pts], marker="o", facecolors="none",
+                edgecolors="C3", label="val", zorder=3)
+    for r, t, v in pts:
+        ax2.plot([r["ratio"]] * 2, [100 * t, 100 * v], color="gray", lw=0.8)
+        ax2.annotate(r["name"], (r["ratio"], 100 * min(t, v)), fontsize=7, xytext=(4, -9), textcoords="offset points")
+    ax2.set_ylabel("BLEU retained (% of the base on the same set, greedy)")
+    ax2.set_title("Retrained variants: retention on test_2016_flickr and val (greedy)")
+    ax2.legend(loc="lower left")
+    ratios = [r["ratio"] for r in table] + [s[1] for s in STUDY]
+    ticks = [t for t in (2, 4, 8, 16, 32, 64, 128) if t <= 1.3 * max(ratios, default=48)]
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.set_xticks(ticks, labels=[str(t) for t in ticks])
+        a.set_xticks([], minor=True)
+        a.set_xlabel("compression ratio (fp32 base bytes / variant bytes, log scale)")
+        a.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def robustness_scores(table: list[dict], out: Path, measure: bool, device: str | None) -> dict:
+    from compression.analysis import robustness
+    from compression.runtime.catalogue import REPO_ROOT, resolve
+
+    if measure:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if measure and device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    base = resolve(table[0]["base_path"]) if table else resolve("models/base")
+    models = {robustness.BASE: base, **{r["name"]: REPO_ROOT / r["path"] for r in table}}
+    return robustness.collect(models, out / robustness.CACHE_FILE, device if measure else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,8 +223,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(markdown(table))
+    from compression.runtime.catalogue import resolve
+    from compression.train.checkpoint import read_metrics
+
+    scores = robustness_scores(table, out, args.measure_robustness, args.device)
+    base_val = read_metrics(resolve(table[0]["base_path"])).get("val_bleu_greedy") if table else None
+    (out / "report.md").write_text(markdown(table, scores, base_val))
     (out / "variants.json").write_text(json.dumps(table, indent=1) + "\n")
-    plot(table, out / "bleu_vs_ratio.png")
+    plot(table, out / "bleu_vs_ratio.png", scores, base_val)
     print(f"wrote {out / 'report.md'}, {out / 'variants.json'} and {out / 'bleu_vs_ratio.png'} ({len(table)} variants)")
     return 0

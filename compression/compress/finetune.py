@@ -2,9 +2,12 @@
 
 The forward pass runs the model with the method's fake-compressed weights (``torch.func.functional_call``),
 the loss mixes label-smoothed cross-entropy with the KL divergence to the base model's logits (Hinton et
-al.), and gradients flow straight through to the latent fp32 weights and, summed per cluster, to the
-codebooks. Schedules run on *progress* in [0, 1] (steps or wall-clock, whichever runs out first), so the
-same config fits a 6-minute GPU budget or a 20-second smoke test. The final weights are chosen on
+al.). The targets are the references, or the base's own beam translations of the training sources
+(sequence-level distillation, Kim & Rush 2016; compression/compress/seqkd.py), or both; the logit term
+then distils the teacher on those targets (their "word-level + sequence-level" combination). Gradients
+flow straight through to the latent fp32 weights and, summed per cluster, to the codebooks. Schedules
+run on *progress* in [0, 1] (steps or wall-clock, whichever runs out first), so the same config fits a
+6-minute GPU budget or a 20-second smoke test. The final weights are chosen on
 validation BLEU (greedy) among snapshots taken once the compressed form is final; never on test.
 """
 
@@ -16,6 +19,7 @@ import logging
 import math
 import random
 import time
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +28,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from compression.compress.methods import Method
+from compression.compress.seqkd import DEFAULT_TARGETS, training_pairs
 from compression.runtime.search import SearchConfig
 from compression.runtime.tokenizer import Tokenizer
 from compression.train.data import load_split
@@ -55,6 +60,9 @@ class FinetuneConfig(BaseModel):
     eval_at_start: bool = Field(False, description="also consider the post-training model (progress 0)")
     eval_limit: int | None = Field(None, ge=1, description="validate on the first N val pairs only (smoke tests)")
     train_limit: int | None = Field(None, ge=1)
+    targets: Literal["reference", "seqkd", "both"] = Field(
+        "reference", description="train on the references, on the base's translations (seq-KD), or on both")
+    seqkd_path: str = Field(DEFAULT_TARGETS, description="seq-KD targets (python -m compression seqkd), from the repo root")
     amp: bool = True
     seed: int = 1
     log_every: int = Field(100, ge=1)
@@ -128,8 +136,9 @@ def finetune(model: Transformer, method: Method, names: list[str], cfg: Finetune
     seed_everything(cfg.seed)
     t0 = time.time()
     mcfg = model.cfg
-    pairs = load_split("train")[: cfg.train_limit]
+    pairs = training_pairs(cfg.targets, cfg.seqkd_path, cfg.train_limit)
     val = load_split("val")[: cfg.eval_limit]
+    log.info("training on %d pairs (targets: %s)", len(pairs), cfg.targets)
     src_ids, tgt_ids = tok.encode([s for s, _ in pairs]), tok.encode([t for _, t in pairs])
     pairs = [(s[: mcfg.max_positions], t[: mcfg.max_positions]) for s, t in zip(src_ids, tgt_ids, strict=True)]
     if cfg.dropout is not None:

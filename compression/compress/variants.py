@@ -107,14 +107,15 @@ def load_variant_translator(name: str, device: str = "cpu", base_dir: Path | str
 
 def evaluate_variant(directory: Path | str, device: str = "cpu", limit: int | None = None,
                      batch_size: int = 64) -> dict[str, Any]:
-    """Test BLEU (greedy and beam 5) and val BLEU (greedy) of the variant exactly as it loads from disk."""
+    """Test BLEU (greedy and beam 5) and val BLEU (greedy) of the variant exactly as it loads from disk;
+    greedy also per source-length bucket (compression.train.evaluate.length_buckets)."""
     from compression.train.evaluate import evaluate
     from compression.train.translator import TorchTranslator
 
     model, tok, _ = load_variant(directory, device)
     translator = TorchTranslator(model, tok, device)
-    test = evaluate(translator, "test_2016_flickr", (1, 5), limit, batch_size)
-    val = evaluate(translator, "val", (1,), limit, batch_size)
+    test = evaluate(translator, "test_2016_flickr", (1, 5), limit, batch_size, buckets=True)
+    val = evaluate(translator, "val", (1,), limit, batch_size, buckets=True)
     if limit is not None:
         test["limit"] = val["limit"] = limit
     return {"test_2016_flickr": test, "val": val}

@@ -17,7 +17,11 @@ import numpy as np
 
 class Stepper(Protocol):
     """May also have ``step_argmax(last) -> (N,)``, equal to ``step(last, None).argmax(-1)``: greedy
-    search then uses it (a GPU backend can take the argmax where the scores are)."""
+    search then uses it (a GPU backend can take the argmax where the scores are); and
+    ``step_topk(last, reorder, k) -> (scores (N, k'), ids (N, k'))``, each row's k' = min(k, V) best
+    scores of ``step`` and their token ids: beam search then uses it. Beam search with K beams needs only
+    each row's best 2K tokens (the best 2K of a sentence's K * V candidates lie among them), so a GPU
+    backend copies (N, 2K) numbers to the host per step instead of (N, V)."""
 
     def step(self, last: np.ndarray, reorder: np.ndarray | None) -> np.ndarray:
         """last (N,) int64 -> scores (N, V) float32; ``reorder`` (N,) permutes rows of the cache first."""
@@ -77,15 +81,20 @@ def beam_search(
     reorder: np.ndarray | None = None
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
     done = np.zeros(batch, dtype=bool)
+    step_topk = getattr(stepper, "step_topk", None)
     for t in range(steps):
-        logp = stepper.step(last, reorder).astype(np.float64)  # (B*K, V)
-        V = logp.shape[1]
-        cand = (scores[:, :, None] + logp.reshape(batch, K, V)).reshape(batch, K * V)
-        top = np.argpartition(-cand, 2 * K, axis=1)[:, : 2 * K] if K * V > 2 * K else np.tile(np.arange(K * V), (batch, 1))
+        if step_topk is not None:
+            logp, ids = step_topk(last, reorder, 2 * K)  # (B*K, W) each, W = min(2K, V)
+        else:
+            logp, ids = stepper.step(last, reorder), None  # (B*K, V)
+        W = logp.shape[1]
+        cand = (scores[:, :, None] + logp.astype(np.float64).reshape(batch, K, W)).reshape(batch, K * W)
+        top = np.argpartition(-cand, 2 * K, axis=1)[:, : 2 * K] if K * W > 2 * K else np.tile(np.arange(K * W), (batch, 1))
         top_scores = np.take_along_axis(cand, top, 1)
         order = np.argsort(-top_scores, axis=1, kind="stable")
         top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
-        src_beam, tok = top // V, top % V
+        src_beam = top // W
+        tok = top % W if ids is None else np.take_along_axis(np.asarray(ids, dtype=np.int64).reshape(batch, K * W), top, 1)
         new_scores = np.full((batch, K), -np.inf)
         new_rows = np.zeros((batch, K), dtype=np.int64)
         new_tok = np.full((batch, K), eos_id, dtype=np.int64)

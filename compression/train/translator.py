@@ -23,13 +23,24 @@ class TorchStepper:
         self.past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.device = src.device
 
-    def step(self, last: np.ndarray, reorder: np.ndarray | None) -> np.ndarray:
+    def _logits(self, last: np.ndarray, reorder: np.ndarray | None) -> torch.Tensor:
         if reorder is not None and self.past is not None:
             idx = torch.from_numpy(reorder).to(self.device)
             self.past = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in self.past]
         tokens = torch.from_numpy(last).to(self.device)[:, None]
         logits, self.past = self.model.decode(tokens, self.cross, self.src_mask, self.past)
-        return logits[:, -1].float().log_softmax(-1).cpu().numpy()
+        return logits[:, -1].float()  # (N, V)
+
+    def step(self, last: np.ndarray, reorder: np.ndarray | None) -> np.ndarray:
+        return self._logits(last, reorder).log_softmax(-1).cpu().numpy()
+
+    def step_argmax(self, last: np.ndarray) -> np.ndarray:
+        return self._logits(last, None).argmax(-1).cpu().numpy()
+
+    def step_topk(self, last: np.ndarray, reorder: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+        logp = self._logits(last, reorder).log_softmax(-1)
+        scores, ids = logp.topk(min(k, logp.shape[1]), dim=-1)  # on the device: (N, k) crosses to the host
+        return scores.cpu().numpy(), ids.cpu().numpy()
 
 
 class TorchTranslator(LengthBatchedTranslator):
