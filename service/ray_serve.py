@@ -1,6 +1,6 @@
 """The service on Ray Serve: the same FastAPI app, its variants multiplexed over translator replicas.
 
-Three deployments make one Serve application:
+Two deployments make one Serve application:
 
 - ``Ingress`` (``@serve.ingress`` over ``service.main.create_app``): the same routes, schemas, limits,
   error answers and middleware as ``python -m service``. Only its registry differs: ``RemoteRegistry``
@@ -11,7 +11,8 @@ Three deployments make one Serve application:
   service's ``DynamicBatcher``, so Ray routes a variant's requests to the replicas that hold it and
   every replica batches, sheds and reports exactly as the single process does. A variant a replica
   cannot load answers 503 for that variant only.
-- ``Board``: collects each replica's metrics and variant states once a second (service/ray_metrics.py).
+- ``Board`` (a plain Ray actor): collects each replica's metrics and variant states once a second, which
+  /metrics and /variants merge (service/ray_metrics.py).
 
 ``python -m service.ray_serve`` (``make serve-ray``) starts a local cluster (or joins TZIP_RAY_ADDRESS)
 and serves on TZIP_HOST:TZIP_PORT; ``serve run deploy/serve.yaml`` builds the same app through ``app``.
@@ -23,12 +24,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -45,7 +48,14 @@ from .registry import Variant, VariantRegistry, VariantUnavailable
 from .settings import SettingsError
 
 log = logging.getLogger(__name__)
-TRANSLATOR, BOARD, INGRESS = "Translator", "Board", "Ingress"
+TRANSLATOR, INGRESS = "Translator", "Ingress"
+# Ray Serve's per-request overhead, trimmed: user code and the handle router on the replica's own event loop
+# (two thread hops less per call); the service counts and logs requests itself, so no access log line each.
+# Workers at the driver's niceness, not Ray's default 15 (on a shared machine that would hand the replicas' CPU
+# to every other process), and the controller's loop at 2 Hz instead of 10 (11% of a core on 2 cores).
+RAY_FLAGS = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+             "RAY_worker_niceness": "0", "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5", "RAY_USAGE_STATS_ENABLED": "0"}
+QUIET = {"enable_access_log": False, "log_level": "WARNING"}
 REPORT_EVERY_S = 1.0
 STALE_AFTER_S = 30.0  # a replica silent this long is gone (scaled down or dead): its report is dropped
 
@@ -61,34 +71,44 @@ class Outcome:
     overloaded: str | None = None
     retry_after: int | None = None
 
-    def unwrap(self) -> tuple[BatchResult, str]:
+    def check(self) -> Outcome:
         if self.overloaded is not None:
             raise Overloaded(self.overloaded, self.retry_after or 1)
-        if self.unavailable is not None or self.result is None:
-            raise VariantUnavailable(self.unavailable or "no result", self.retry_after)
-        return self.result, self.provider
+        if self.unavailable is not None:
+            raise VariantUnavailable(self.unavailable, self.retry_after)
+        return self
+
+    def unwrap(self) -> tuple[BatchResult, str]:
+        result = self.check().result
+        if result is None:
+            raise VariantUnavailable("the translator replica answered no result; retry", 1)
+        return result, self.provider
 
 
 def _replica_id() -> str:
     return serve.get_replica_context().replica_id.unique_id
 
 
-async def _report_forever(board: DeploymentHandle, payload: Any) -> None:
+async def _report_forever(payload: Any) -> None:
     """Send ``payload()`` to the board every REPORT_EVERY_S (a lost report is only a stale second)."""
     me = _replica_id()
     while True:
         try:
-            await board.put.remote(me, payload())
+            await board().put.remote(me, payload())
         except Exception as e:  # the board restarting must never take a replica down
             log.warning("metrics report failed: %s", e)
+            _board.clear()
         await asyncio.sleep(REPORT_EVERY_S)
 
 
 # -- the board -----------------------------------------------------------------------------------------
 
 
-@serve.deployment(name=BOARD, num_replicas=1, ray_actor_options={"num_cpus": 0})
+@ray.remote(num_cpus=0)
 class Board:
+    """A plain named actor (a Serve replica's own machinery would cost more CPU than its few calls a second);
+    the first replica that asks creates it, and whoever finds it gone creates it again."""
+
     def __init__(self) -> None:
         self.reports: dict[str, tuple[float, dict[str, Any]]] = {}
 
@@ -99,6 +119,16 @@ class Board:
         now = time.monotonic()
         self.reports = {k: v for k, v in self.reports.items() if now - v[0] < STALE_AFTER_S}
         return {k: v[1] for k, v in self.reports.items()}
+
+
+_board: list[Any] = []
+
+
+def board() -> Any:
+    if not _board:
+        name = f"tzip-board-{serve.get_replica_context().app_name}"
+        _board.append(Board.options(name=name, get_if_exists=True).remote())  # type: ignore[attr-defined]
+    return _board[0]
 
 
 # -- translator replicas -------------------------------------------------------------------------------
@@ -129,9 +159,7 @@ def translator_deployment(models_per_replica: int) -> Any:
             self.metrics = Metrics()
             self.registry = VariantRegistry(self.settings, self.metrics)
             self.registry.discover()
-            ctx = serve.get_replica_context()
-            board = serve.get_deployment_handle(BOARD, app_name=ctx.app_name)
-            self._reporter = asyncio.get_running_loop().create_task(_report_forever(board, self.report))
+            self._reporter = asyncio.get_running_loop().create_task(_report_forever(self.report))
 
         @serve.multiplexed(max_num_models_per_replica=models_per_replica)
         async def variant(self, name: str) -> Held:
@@ -139,6 +167,14 @@ def translator_deployment(models_per_replica: int) -> Any:
             async with self.registry.use(v):  # loads, verifies and warms it up (VariantUnavailable if refused)
                 pass
             return Held(self.registry, v)
+
+        async def load(self) -> Outcome:
+            """Load the request's variant (multiplexed) and say which provider runs it."""
+            try:
+                held = await self.variant(serve.get_multiplexed_model_id())
+                return Outcome(provider=held.variant.provider or "unknown")
+            except VariantUnavailable as e:
+                return Outcome(unavailable=str(e), retry_after=e.retry_after)
 
         async def translate(self, texts: list[str], cfg: SearchConfig, timeout_s: float) -> Outcome:
             try:
@@ -184,10 +220,9 @@ class RemoteVariant:
 class RemoteRegistry:
     """The registry interface the routes use, served by the translator deployment."""
 
-    def __init__(self, settings: RaySettings, metrics: ClusterMetrics, translator: DeploymentHandle,
-                 board: DeploymentHandle):
+    def __init__(self, settings: RaySettings, metrics: ClusterMetrics, translator: DeploymentHandle):
         self.local = VariantRegistry(settings, metrics)  # manifests, names, the default; /attention only
-        self.settings, self.metrics, self.translator, self.board = settings, metrics, translator, board
+        self.settings, self.metrics, self.translator = settings, metrics, translator
         self._handles: dict[str, DeploymentHandle] = {}
         self.providers: dict[str, str] = {}
         self.reports: dict[str, dict[str, Any]] = {}
@@ -241,16 +276,14 @@ class RemoteRegistry:
         return self._handles[name]
 
     def provider_of(self, name: str) -> str:
-        """The provider that ran ``name``; before its first answer, the one its replicas report (the routes read
-        it before they submit), else the one any replica runs (one session factory per replica)."""
-        if name in self.providers:
-            return self.providers[name]
-        seen = [d["provider"] for r in self.reports.values() for d in r.get("variants", {}).values() if d.get("provider")]
-        mine = [d["provider"] for r in self.reports.values() if (d := r.get("variants", {}).get(name)) and d.get("provider")]
-        return (mine or seen or ["unknown"])[0]
+        return self.providers.get(name, "unknown")
 
     @contextlib.asynccontextmanager
     async def use(self, v: Variant) -> AsyncIterator[RemoteVariant]:
+        """Like the local registry's: the variant is loaded (here: on a translator replica) before the route runs,
+        so a refused one is 503 and the provider is known."""
+        if v.name not in self.providers:
+            self.providers[v.name] = (await self.handle(v.name).load.remote()).check().provider
         async with contextlib.AsyncExitStack() as stack:
             yield RemoteVariant(self, v, stack)
 
@@ -278,10 +311,11 @@ class RemoteRegistry:
         me = _replica_id()
         while True:
             try:
-                await self.board.put.remote(me, {"role": "ingress", "exposition": self.metrics.own()})
-                self.reports = {k: r for k, r in (await self.board.all.remote()).items() if k != me}
+                await board().put.remote(me, {"role": "ingress", "exposition": self.metrics.own()})
+                self.reports = {k: r for k, r in (await board().all.remote()).items() if k != me}
             except Exception as e:
                 log.warning("metrics sync failed: %s", e)
+                _board.clear()
             await asyncio.sleep(REPORT_EVERY_S)
 
     def _other_expositions(self) -> list[str]:
@@ -293,10 +327,9 @@ def ingress_app() -> FastAPI:
     settings = load_ray_settings()
     ctx = serve.get_replica_context()
     translator = serve.get_deployment_handle(TRANSLATOR, app_name=ctx.app_name)
-    board = serve.get_deployment_handle(BOARD, app_name=ctx.app_name)
 
     def registry(s: Any, m: Any, loader: Any, lister: Any) -> RemoteRegistry:
-        return RemoteRegistry(settings, m, translator, board)
+        return RemoteRegistry(settings, m, translator)
 
     return create_app(settings, registry_factory=registry, metrics=ClusterMetrics())
 
@@ -308,9 +341,9 @@ Ingress = serve.deployment(name=INGRESS)(serve.ingress(ingress_app)())
 
 
 def build(settings: RaySettings) -> Any:
-    """The Serve application: Ingress -> Translator (multiplexed), both reporting to Board."""
+    """The Serve application: Ingress -> Translator (multiplexed); both report to the board actor."""
     translator = translator_deployment(settings.ray_models_per_replica).options(**settings.translator_options())
-    return Ingress.options(**settings.ingress_options()).bind(translator.bind(), Board.bind())  # type: ignore[attr-defined]
+    return Ingress.options(**settings.ingress_options()).bind(translator.bind())
 
 
 def app(args: dict[str, str] | None = None) -> Any:
@@ -324,19 +357,19 @@ def main() -> int:
     except SettingsError as e:
         sys.stderr.write(f"{e}\n")
         return 2
-    import ray
-
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         VariantRegistry(settings, Metrics()).discover()  # bad exports: a clean message before Ray starts
     except Exception as e:
         sys.stderr.write(f"tzip service cannot start: {e}\n")
         return 2
+    for flag, value in RAY_FLAGS.items():  # the cluster's processes inherit them (a running cluster: set them there)
+        os.environ.setdefault(flag, value)
     ray.init(address=settings.ray_address or "local", num_cpus=None if settings.ray_address else settings.local_cpus,
              include_dashboard=False,
              log_to_driver=settings.log_level == "debug")
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build(settings), name="tzip", route_prefix="/")
+    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=QUIET)
+    serve.run(build(settings), name="tzip", route_prefix="/", logging_config=QUIET)
     log.warning("tzip on Ray Serve: http://%s:%d (%d translator replicas)", settings.host, settings.port,
                 settings.ray_replicas)
     stop = asyncio.Event()
