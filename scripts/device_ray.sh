@@ -3,8 +3,8 @@
 # locust on the same machine, one sentence per request. Runs (SECONDS_PER_RUN each, default 45):
 #   h200-ray-fp16-1text      the fp16 variant, 256 users            target >= 2,000 sentences/s, p95 <= 250 ms, 0 failures
 #   h200-ray-11variants      all 11 exports round-robin, 256 users  target >= 1,500 sentences/s
-# and, with HAPROXY=1 (the default), both again with Ray Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1)
-# instead of its Python proxy, which may cap one node's HTTP rate. About 8 minutes with the export.
+# both behind HAProxy (make serve-ray's default), and with PYPROXY=1 (the default) both again behind Serve's Python
+# proxy (RAY_SERVE_ENABLE_HA_PROXY=0), labels ending -pyproxy. About 8 minutes with the export.
 #
 # The device has Python 3.12, torch, numpy, onnx (protobuf), sentencepiece, pytest; onnxruntime-gpu is unpacked
 # into /tmp/site (shared docs/gpu.md). Wheels to carry (cp312 manylinux x86_64 or pure; scripts/ray_wheels.sh
@@ -37,7 +37,7 @@
 #        command  bash scripts/device_ray.sh
 # Writes to $OUT: results.md (the table), locust_ray.tar.gz (per run: CSV, HTML, summary.json, logs), device_ray.log.
 # Local smoke test of the plumbing (CPU, nothing installed):
-#   PY=.venv/bin/python SECONDS_PER_RUN=5 EXPORT_ROOT=build/onnx DEVICE=cpu HAPROXY=0 OUT=/tmp/dr bash scripts/device_ray.sh
+#   PY=.venv/bin/python SECONDS_PER_RUN=5 EXPORT_ROOT=build/onnx DEVICE=cpu PYPROXY=0 OUT=/tmp/dr bash scripts/device_ray.sh
 set -euo pipefail
 out=${OUT:-runs/out}
 py=${PY:-python3}
@@ -109,8 +109,8 @@ run_pair() {  # $1: label suffix, then extra run.py arguments
   "$py" benchmarks/locust/run.py --label "h200-ray-11variants$suffix" --variants "$all" "${common[@]}" "$@" || true
 }
 run_pair ""
-if [ "${HAPROXY:-1}" != 0 ]; then
-  run_pair "-haproxy" --env RAY_SERVE_ENABLE_HA_PROXY=1
+if [ "${PYPROXY:-1}" != 0 ]; then
+  run_pair "-pyproxy" --env RAY_SERVE_ENABLE_HA_PROXY=0
 fi
 "$py" benchmarks/locust/run.py --report "$res"
 cp "$res/results.md" "$out/results.md"
