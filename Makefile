@@ -1,4 +1,4 @@
-# The two commands of the README: `make serve` and `make test`. Each creates .venv and installs what it needs.
+# The commands of the README: `make serve`, `make serve-ray` and `make test`. Each creates .venv and installs what it needs.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
@@ -10,14 +10,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch that pip takes from this machine's disk; other specs download CUDA builds
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[compress,service,bench,marian,dev]'
+	$(PY) -m pip install -q -e '.[compress,service,bench,marian,dev,ray]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-.PHONY: install serve test lint translate export bench-speed variants
+.PHONY: install serve serve-ray test lint translate export bench-speed variants
 install: $(STAMP)
 
 serve: $(STAMP) $(EXPORT_STAMP)
 	$(PY) -m service
+
+# The same service on Ray Serve: a local Ray cluster, TZIP_RAY_REPLICAS translator replicas (default 2) with
+# the variants multiplexed over them, on TZIP_HOST:TZIP_PORT (default 127.0.0.1:8000). Ctrl-C stops both.
+serve-ray: $(STAMP) $(EXPORT_STAMP)
+	$(PY) -c "import ray.serve" 2>/dev/null || $(PY) -m pip install -q -e '.[ray]'
+	$(PY) -m service.ray_serve
 
 # ONNX exports of the base model and every variant under models/ (+ fp16 and int8-dynamic), redone when
 # a model or the export code changes; `make serve` serves them.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -17,15 +18,21 @@ from .routes import ROUTERS
 from .settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+RegistryFactory = Callable[[Settings, Metrics, Loader | None, Lister | None], Any]
 
 
-def create_app(settings: Settings | None = None, loader: Loader | None = None, lister: Lister | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, loader: Loader | None = None, lister: Lister | None = None,
+    registry_factory: RegistryFactory | None = None, metrics: Metrics | None = None,
+) -> FastAPI:
+    """``registry_factory`` and ``metrics`` let another host (service/ray_serve.py) keep these routes, errors and
+    middleware and swap what serves them: a registry with the same interface, metrics that merge replicas."""
     settings = settings or get_settings()
-    metrics = Metrics()
+    metrics = metrics or Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = VariantRegistry(settings, metrics, loader, lister)
+        registry = (registry_factory or VariantRegistry)(settings, metrics, loader, lister)
         registry.discover()  # bad settings or no exports: fail now, before serving anything
         app.state.registry = registry
         preload = asyncio.create_task(registry.preload(), name="preload")  # /healthz answers meanwhile

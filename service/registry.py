@@ -343,6 +343,13 @@ class VariantRegistry:
                 self._gauge_bytes()
             return v.attention
 
+    async def unload(self, name: str) -> None:
+        """Unload a variant now if it is loaded and idle (a host with its own LRU, Ray Serve's, asks)."""
+        v = self.resolve(name)
+        if v.state == "loaded" and v.in_use == 0 and v.batcher is not None and v.batcher.idle:
+            async with self._budget_lock:
+                await self._unload(v)
+
     async def _unload(self, v: Variant) -> None:
         log.info("unloading %s (least recently used) to stay within the memory budget", v.name)
         v.state = "available"

@@ -79,16 +79,20 @@ def test_every_module_the_service_imports_is_installed_in_the_image():
         "before = set(sys.modules)\n"
         "import service.main, service.__main__, compression.runtime.translator, uvicorn\n"
         "from service.main import create_app; from service.settings import load_settings; create_app(load_settings())\n"
-        "dists = md.packages_distributions()\n"
-        "top = {m.split('.')[0] for m in set(sys.modules) - before}\n"
-        "print(json.dumps(sorted({d for t in top for d in dists.get(t, [])})))\n"
+        # the distribution that installed each imported module's file (a top-level name such as the `google`
+        # namespace of protobuf is shared by several distributions, which packages_distributions() lumps together)
+        "owner = {str(f.locate()): d.metadata['Name'] for d in md.distributions() for f in (d.files or [])\n"
+        "         if f.suffix in ('.py', '.so')}\n"
+        "files = {getattr(sys.modules[m], '__file__', None) for m in set(sys.modules) - before}\n"
+        "print(json.dumps(sorted({owner[f] for f in files if f in owner})))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     imported = {_norm(d) for d in json.loads(r.stdout)} - {"tzip"}
     pinned = [line.split("#")[0].strip() for line in REQUIREMENTS.read_text().splitlines() if "==" in line]
     installed = closure(pinned) | {"onnxruntime"}  # onnxruntime-gpu provides the onnxruntime module
-    optional = {"sniffio"}  # anyio imports it only when it is installed
+    # imported only when installed: sniffio by anyio; opentelemetry (here with the ray extra) by fastapi.telemetry
+    optional = {"sniffio", "opentelemetry-api", "opentelemetry-sdk", "opentelemetry-semantic-conventions"}
     missing = imported - installed - optional
     assert not missing, f"add to docker/requirements-service.txt: {sorted(missing)}"
 

@@ -2,6 +2,7 @@
 
     python benchmarks/locust/run.py --label kmeans4 --variants kmeans4 --users 64 --time 60
     python benchmarks/locust/run.py --label fp32-batch1 --variants fp32 --env TZIP_MAX_BATCH_SIZE=1
+    python benchmarks/locust/run.py --label ray --server ray --variants kmeans4 --env TZIP_RAY_REPLICAS=2
     python benchmarks/locust/run.py --report benchmarks/locust/cpu   # results.md from the summaries
 
 Writes under ``--out/<label>/``: locust's ``stats.csv``, ``stats_history.csv``, ``failures.csv``,
@@ -120,7 +121,8 @@ def run(args: argparse.Namespace) -> Path:
         env[k] = v
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     log = open(out / "service.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    module = "service.ray_serve" if args.server == "ray" else "service"
+    server = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_ready(url, server, args.ready_timeout)
         variants = args.variants.split(",") if args.variants else [
@@ -148,6 +150,7 @@ def run(args: argparse.Namespace) -> Path:
     summary = {
         "label": args.label,
         "command": "python benchmarks/locust/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "server": args.server,
         "users": args.users,
         "seconds": args.time,
         "texts_per_request": args.texts,
@@ -213,6 +216,8 @@ def main() -> int:
     p.add_argument("--texts", type=int, default=1, help="sentences per request")
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--processes", type=int, default=1, help="locust worker processes (the GPU run needs several)")
+    p.add_argument("--server", choices=("single", "ray"), default="single",
+                   help="python -m service, or the Ray Serve deployment (python -m service.ray_serve; TZIP_RAY_* settings)")
     p.add_argument("--port", type=int, default=0, help="service port (default: a free one)")
     p.add_argument("--ready-timeout", type=float, default=300)
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service (repeatable)")
