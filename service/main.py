@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from . import errors
+from . import errors, openapi
 from .metrics import Metrics
 from .middleware import BodyGuard, CountRequests
 from .registry import Lister, Loader, VariantRegistry
@@ -29,12 +29,14 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None, l
         registry.discover()  # bad settings or no exports: fail now, before serving anything
         app.state.registry = registry
         preload = asyncio.create_task(registry.preload(), name="preload")  # /healthz answers meanwhile
+        memory = asyncio.create_task(registry.watch_memory(), name="memory")
         try:
             yield
         finally:
-            preload.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await preload
+            for task in (preload, memory):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await registry.close()
 
     app = FastAPI(
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None, l
     for router in ROUTERS:
         app.include_router(router)
     errors.install(app)
+    openapi.install(app, settings)
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(CountRequests, metrics=metrics)  # outermost: counts 413s and 400s of the guard too
     return app

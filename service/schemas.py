@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -10,12 +10,28 @@ MAX_BEAM = 8
 MAX_LEN = 512
 
 
+NON_BLANK = r"\S"  # JSON Schema patterns search: at least one character that is not whitespace
+
+
+def _one_of_text_or_texts(schema: dict[str, Any]) -> None:
+    """The schema of what the validator enforces: exactly one of text / texts, neither of them null."""
+    props = schema["properties"]
+    text = {"type": "string", "minLength": 1, "pattern": NON_BLANK}
+    props["text"] = {**text, "description": props["text"].get("description", ""),
+                     "examples": props["text"].get("examples", [])}
+    props["texts"] = {"type": "array", "items": text, "minItems": 1, "description": props["texts"].get("description", "")}
+    schema["oneOf"] = [{"required": ["text"]}, {"required": ["texts"]}]
+
+
 class TranslateRequest(BaseModel):
     # strict: "3" is not a beam size and 5 is not a text; unknown fields are typos, not options
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_one_of_text_or_texts)
 
-    text: str | None = Field(None, description="one sentence", examples=["A man is riding a bike."])
-    texts: list[str] | None = Field(None, description="several sentences, translated in one request")
+    text: str | None = Field(
+        None, description="one text: a sentence or a paragraph (cut into sentences, translated, joined back)",
+        examples=["A man is riding a bike."],
+    )
+    texts: list[str] | None = Field(None, description="several texts, translated in one request")
     beam: int = Field(1, ge=1, le=MAX_BEAM, description="beam size (1 = greedy)")
     max_len: int = Field(256, ge=1, le=MAX_LEN, description="maximum output length in tokens")
 
@@ -23,6 +39,8 @@ class TranslateRequest(BaseModel):
     def _one_input(self) -> TranslateRequest:
         if (self.text is None) == (self.texts is None):
             raise ValueError('send exactly one of "text" (a string) or "texts" (a list of strings)')
+        if {"text", "texts"} & {k for k in self.model_fields_set if getattr(self, k) is None}:
+            raise ValueError('"text" and "texts" may not be null: leave the one you do not send out')
         return self
 
     def sentences(self) -> list[str]:
@@ -36,7 +54,8 @@ class Latency(BaseModel):
 
 
 class TranslateResponse(BaseModel):
-    translations: list[str]
+    translations: list[str] = Field(description="one per text, in order")
+    segments: int = Field(description="sentences translated (each text is cut into sentences first)")
     variant: str
     model_size_bytes: int = Field(description="the variant's model files on disk")
     compression_ratio: float | None = Field(description="fp32 size / this variant's size (from its manifest)")
@@ -57,7 +76,11 @@ class VariantInfo(BaseModel):
     bleu: float | None
     default: bool
     loaded: bool
-    state: str = Field(description="available, loading, loaded or refused")
+    state: Literal["available", "loading", "loaded", "broken"] = Field(
+        description="broken: a manifest that cannot be read, a file that differs from its sha256, or a graph ONNX "
+        "Runtime cannot open (see error; requests answer 503)")
+    resident_bytes: int | None = Field(
+        description="resident memory that loading it added to the process (measured); null while not loaded")
     provider: str | None
     error: str | None
 
