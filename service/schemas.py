@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 MAX_BEAM = 8
 MAX_LEN = 512
 
 
+def _integral(x: Any) -> Any:
+    """JSON has one number type and JSON Schema calls 4.0 an integer: take it as 4 (never "4" or true)."""
+    return int(x) if type(x) is float and x.is_integer() else x
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral)]
 NON_BLANK = r"\S"  # JSON Schema patterns search: at least one character that is not whitespace
 
 
@@ -32,8 +40,8 @@ class TranslateRequest(BaseModel):
         examples=["A man is riding a bike."],
     )
     texts: list[str] | None = Field(None, description="several texts, translated in one request")
-    beam: int = Field(1, ge=1, le=MAX_BEAM, description="beam size (1 = greedy)")
-    max_len: int = Field(256, ge=1, le=MAX_LEN, description="maximum output length in tokens")
+    beam: JsonInt = Field(1, ge=1, le=MAX_BEAM, description="beam size (1 = greedy)")
+    max_len: JsonInt = Field(256, ge=1, le=MAX_LEN, description="maximum output length in tokens")
 
     @model_validator(mode="after")
     def _one_input(self) -> TranslateRequest:
@@ -99,8 +107,8 @@ class AttentionRequest(BaseModel):
     text: str = Field(description="one English sentence", examples=["A man is riding a bike."])
     kind: Literal["encoder", "decoder", "cross"] = Field(
         "cross", description="encoder self-attention, decoder self-attention, or cross-attention (target x source)")
-    layer: int = Field(0, ge=0, description="layer index, from 0")
-    head: int = Field(0, ge=0, description="head index, from 0")
+    layer: JsonInt = Field(0, ge=0, description="layer index, from 0")
+    head: JsonInt = Field(0, ge=0, description="head index, from 0")
     format: Literal["png", "json"] = Field("png", description="png: a heatmap; json: the weights and the token lists")
     target: str | None = Field(None, description="German output to teacher-force on (default: the variant's own translation)")
 
