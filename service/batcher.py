@@ -96,7 +96,7 @@ class DynamicBatcher:
         max_wait_s: float = 0.01,
         max_queue: int = 1024,
         scheduler: FairScheduler | None = None,
-        max_batch_rows: int = 64,
+        max_batch_rows: int = 32,
     ):
         self.name, self._translate, self._executor, self._metrics = name, translate, executor, metrics
         self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue

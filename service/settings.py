@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     # dynamic batching and load shedding
     max_batch_size: int = Field(64, ge=1, le=1024, description="sentences per inference call")
     max_batch_rows: int = Field(
-        64, ge=1, le=4096, description="decoder rows (sentences x beam) per inference call: bounds its memory, "
+        32, ge=1, le=4096, description="decoder rows (sentences x beam) per inference call: bounds its memory, "
         "and how long other requests wait behind it"
     )
     max_wait_ms: float = Field(10, ge=0, le=10_000, description="how long a batch waits to fill up")
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_request_tokens: int = Field(
-        65536, ge=1, description="decoder steps one request may ask for: the sum over its segments of beam x "
+        32768, ge=1, description="decoder steps one request may ask for: the sum over its segments of beam x "
         "the segment's output limit (min(max_len, 1.5 x source tokens + 10)); above it, 413"
     )
     max_segment_chars: int = Field(
