@@ -140,7 +140,7 @@ class VariantRegistry:
         self._load_lock = asyncio.Lock()  # one load at a time: its RSS growth is its own
         self._executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="tzip-infer")
         self.scheduler = FairScheduler(settings.inference_threads)
-        self.memory = MemoryBook(settings.memory_budget_bytes, settings.inference_reserve_mb * 2**20,
+        self.memory = MemoryBook(settings.memory_budget_bytes, int(settings.inference_reserve_mb * 2**20),
                                  settings.inference_threads)
         self._verify: Callable[[Path], Any] = manifest_lib.verify
         self.sessions = SessionFactory(threads=settings.session_threads, spin=settings.ort_spin)
