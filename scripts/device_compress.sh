@@ -9,7 +9,7 @@
 #
 # Environment: DEVICE (cuda; cpu with SMOKE), MINUTES (retraining budget, default 6.0), PY (python3),
 # OUT (runs/compress-out), RETRAINED / POSTTRAINING (config names under configs/variants/).
-set -uo pipefail
+set -uo pipefail  # no -e: one failed variant must not stop the others or the packing; the exit status reports it
 PY=${PY:-python3}
 out=${OUT:-runs/compress-out}
 minutes=${MINUTES:-6.0}
@@ -57,6 +57,10 @@ for f in "$runs"/*.log; do
   [ "$(basename "$f")" = posttraining.log ] && continue
   echo "$(basename "$f" .log): $(grep '^{' "$f" | tail -1)"
 done | tee "$runs/summary.txt"
+
+for v in $retrained $posttraining; do  # every variant asked for must have been written, or the run failed
+  [ -f "$runs/variants/$v/manifest.json" ] || { echo "variant $v was not written (see $runs/$v.log)" >&2; failed=1; }
+done
 
 tar -cf - -C "$runs" variants | split -b 15M - "$out/variants.tar.part-"
 tar -czf "$out/logs.tar.gz" -C "$runs" $(cd "$runs" && ls *.log *.json summary.txt 2>/dev/null)

@@ -29,6 +29,6 @@ PY
 echo "selected $best: $(cat runs/selection.json)"
 rm -rf models/base && mkdir -p models && cp -r "runs/$best/model" models/base
 cp "$candidates/$best.toml" models/base/../base.train.toml
-python3 -m compression evaluate --model models/base --device "$device" --json | tee runs/test_scores.json
+python3 -m compression evaluate --model models/base --device "$device" --write --json | tee runs/test_scores.json
 tar -cf - models/base models/base.train.toml | split -b 15M - "$out/base.tar.part-"
 tar -czf "$out/logs.tar.gz" runs/*.log runs/*/train_log.json runs/*/train_config.json runs/selection.json runs/test_scores.json

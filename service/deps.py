@@ -6,11 +6,16 @@ thread hops per request cost more CPU than the rest of the request handling.
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
-from .errors import BadInput
+from compression.runtime.search import SearchConfig
+
+from .errors import BadInput, ClientGone
 from .metrics import Metrics
 from .registry import VariantRegistry
 from .settings import Settings
@@ -48,3 +53,47 @@ def check_limits(texts: list[str], s: Settings) -> None:
             t.encode("utf-8")
         except UnicodeEncodeError:
             raise BadInput(f"text {i} holds an unpaired UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode") from None
+
+
+def check_work(segments: Sequence[str], cfg: SearchConfig, tokenizer: Any, s: Settings) -> None:
+    """The work a request asks for, bounded before anything is queued: the decoder steps of its segments
+    (beam x each one's output limit) within TZIP_MAX_REQUEST_TOKENS, its segments within TZIP_MAX_QUEUE."""
+    if len(segments) > s.max_queue:
+        raise BadInput(f"the texts hold {len(segments)} sentences; one request may hold {s.max_queue} "
+                       "(TZIP_MAX_QUEUE): split it", status=413)
+    encode = getattr(tokenizer, "encode", None)
+    lengths = [len(x) for x in encode(list(segments))] if encode else [len(t) // 3 + 1 for t in segments]
+    steps = sum(cfg.beam * cfg.limit(n) for n in lengths)
+    if steps > s.max_request_tokens:
+        raise BadInput(
+            f"this request asks for {steps} decoder steps (beam {cfg.beam} x the output limit of each of its "
+            f"{len(segments)} sentences); the limit is {s.max_request_tokens} (TZIP_MAX_REQUEST_TOKENS): "
+            "send fewer or shorter texts, or a smaller beam or max_len", status=413)
+
+
+T = TypeVar("T")
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or ClientGone as soon as the client disconnects (``work`` is cancelled: a
+    batcher then drops what is left of the request at its next chunk boundary)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise ClientGone()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -29,6 +29,10 @@ class BadInput(Exception):
         self.detail, self.status = detail, status
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready (answered 499, which nobody reads; counted)."""
+
+
 def _where(loc: tuple | list) -> str:
     parts = [str(p) for p in loc if p != "body"]
     return ".".join(parts) or "body"
@@ -62,6 +66,11 @@ async def unknown_variant(request: Request, exc: UnknownVariant) -> JSONResponse
     )
 
 
+async def client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+    return JSONResponse({"detail": "the client disconnected before the answer; nothing more was computed"},
+                        status_code=499)
+
+
 async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
@@ -82,6 +91,7 @@ Handler = Callable[[Request, Any], Awaitable[JSONResponse]]  # each takes its ow
 HANDLERS: dict[type[Exception], Handler] = {
     RequestValidationError: validation_error, BadInput: bad_input, UnknownVariant: unknown_variant,
     Overloaded: overloaded, VariantUnavailable: unavailable, StarletteHTTPException: http_error,
+    ClientGone: client_gone,
 }
 
 

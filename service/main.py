@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from . import errors
+from . import errors, openapi
 from .metrics import Metrics
 from .middleware import BodyGuard, CountRequests
 from .registry import Lister, Loader, VariantRegistry
@@ -36,12 +36,14 @@ def create_app(
         registry.discover()  # bad settings or no exports: fail now, before serving anything
         app.state.registry = registry
         preload = asyncio.create_task(registry.preload(), name="preload")  # /healthz answers meanwhile
+        memory = asyncio.create_task(registry.watch_memory(), name="memory")
         try:
             yield
         finally:
-            preload.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await preload
+            for task in (preload, memory):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await registry.close()
 
     app = FastAPI(
@@ -54,6 +56,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     errors.install(app)
+    openapi.install(app, settings)
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(CountRequests, metrics=metrics)  # outermost: counts 413s and 400s of the guard too
     return app

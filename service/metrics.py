@@ -39,9 +39,23 @@ class Metrics:
         self.shed = Counter(
             "tzip_shed", "requests answered 503 (queue full or timed out)", ["variant", "reason"], registry=r
         )
+        self.cancelled = Counter(
+            "tzip_cancelled", "requests whose client went away before the answer (not computed further)", ["variant"],
+            registry=r,
+        )
         self.queue_depth = Gauge("tzip_queue_depth", "sentences waiting for a batch", ["variant"], registry=r)
         self.loaded = Gauge("tzip_variant_loaded", "1 while the variant is loaded", ["variant"], registry=r)
         self.loaded_bytes = Gauge("tzip_loaded_bytes", "bytes on disk of all loaded variants", registry=r)
+        self.resident = Gauge(
+            "tzip_variant_resident_bytes", "resident memory the variant's load added to the process (0: not loaded)",
+            ["variant"], registry=r,
+        )
+        self.process_resident = Gauge("tzip_process_resident_bytes", "resident memory of the process", registry=r)
+        self.budget = Gauge("tzip_memory_budget_bytes", "TZIP_MEMORY_BUDGET_MB in bytes", registry=r)
+        self.reserve = Gauge(
+            "tzip_inference_reserve_bytes", "largest resident growth seen during one inference call", registry=r
+        )
+        self.segments = Counter("tzip_segments", "sentence segments translated", ["variant"], registry=r)
         self.load_seconds = Gauge("tzip_variant_load_seconds", "time of the last load", ["variant"], registry=r)
         self.load_failures = Counter(
             "tzip_variant_load_failures", "loads refused (integrity, missing files)", ["variant"], registry=r

@@ -1,12 +1,17 @@
-"""Variant lifecycle: discovery by manifest, preloading, lazy loading, a memory budget with LRU unloading.
+"""Variant lifecycle: discovery by manifest, preloading, lazy loading, a resident-memory budget with LRU unloading.
 
 Variants are found once at start-up by their manifests (``compression.runtime.catalogue.list_exported``) and
 are known by the ``name`` recorded there; a client's ``?variant=`` is only ever compared with those
 names, so it never reaches a file path. Loading hands the directory found at start-up to the loader
-(``compression.runtime.translator.OnnxTranslator``), which checks every file's sha256 before it creates a session: a tampered variant is refused (and
-retried after ``retry_failed_load_s``) while the others keep serving. Concurrent first requests for a
-variant wait on one lock and load it once. A variant's memory cost is its bytes on disk; when a load
-would exceed the budget, idle variants unload least recently used first (the default one stays).
+(``compression.runtime.translator.OnnxTranslator``), which checks every file's sha256 before it creates a
+session. Broken artifacts (a manifest that cannot be read, a file that differs from its sha256, a graph
+ONNX Runtime cannot open) are listed as ``broken`` with their error and answer 503 (retried after
+``retry_failed_load_s``) while the others keep serving; every file is checked in the background at
+start-up, so a broken variant shows before its first request. Concurrent first requests for a variant
+wait on one lock and load it once. The budget counts resident memory (``memory.MemoryBook``): the
+process at start, what each loaded variant measurably added, and a reserve for the inference calls;
+when a load would exceed it (or the reserve grows), idle variants unload least recently used first
+(the default one stays).
 """
 
 from __future__ import annotations
@@ -22,16 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from compression.runtime import manifest as manifest_lib
 from compression.runtime.attention import OnnxAttention
 from compression.runtime.search import SearchConfig
 from compression.runtime.sessions import SessionFactory
 
+from .artifacts import describe, number, pick_default, public_error, unreadable_manifests
 from .batcher import BatchResult, DynamicBatcher
+from .memory import MemoryBook, rss_bytes, trim
 from .metrics import Metrics
-from .settings import Settings
+from .scheduler import FairScheduler
+from .settings import Settings, resolve_device
 
 log = logging.getLogger(__name__)
-
 
 
 class Translator(Protocol):
@@ -63,7 +71,7 @@ class UnknownVariant(LookupError):
 
 
 class VariantUnavailable(RuntimeError):
-    """The variant exists but cannot serve now (refused at load, or it does not fit the memory budget)."""
+    """The variant exists but cannot serve now (broken, or it does not fit the memory budget)."""
 
     def __init__(self, message: str, retry_after: int | None = None):
         super().__init__(message)
@@ -74,7 +82,7 @@ class VariantUnavailable(RuntimeError):
 class Variant:
     name: str
     manifest: dict[str, Any]
-    state: str = "available"  # available -> loading -> loaded | refused; loaded -> available when unloaded
+    state: str = "available"  # available -> loading -> loaded | broken; loaded -> available when unloaded
     error: str | None = None
     translator: Any = None
     attention: OnnxAttention | None = None  # attention.onnx, opened on the first /attention request
@@ -83,23 +91,21 @@ class Variant:
     last_used: float = 0.0
     in_use: int = 0  # requests holding it: never unloaded while > 0
     failed_at: float = 0.0
+    resident: int | None = None  # measured resident bytes of the loaded variant (attention session included)
+    expected: int = 0  # what it is expected to hold while it loads (its last measurement, else an estimate)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def cost(self) -> int:
-        return int(_number(self.manifest.get("bytes")) or 0)
-
-    @property
-    def attention_cost(self) -> int:
-        """The attention session holds the variant's weights once more."""
-        return self.model_bytes
+        """Bytes on disk (the manifest's)."""
+        return int(number(self.manifest.get("bytes")) or 0)
 
     @property
     def held(self) -> int:
-        """Bytes this variant holds now under the memory budget."""
-        if self.state not in ("loaded", "loading"):
-            return 0
-        return self.cost + (self.attention_cost if self.attention is not None else 0)
+        """Resident bytes this variant holds now under the memory budget."""
+        if self.state == "loading":
+            return self.expected
+        return (self.resident or 0) if self.state == "loaded" else 0
 
     @property
     def max_positions(self) -> int | None:
@@ -117,31 +123,7 @@ class Variant:
 
     @property
     def model_bytes(self) -> int:
-        return int(_number(self.manifest.get("model_bytes")) or self.cost)
-
-
-def resolve_device(device: str) -> str:
-    """auto -> cuda when this onnxruntime has the CUDA provider. For cuda, load the CUDA/cuDNN libraries of
-    installed nvidia-* wheels first (onnxruntime.preload_dlls), since the service never imports torch,
-    which would otherwise put them on the path. The provider that really runs is reported per variant."""
-    import onnxruntime
-
-    if device == "auto":
-        device = "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
-    if device == "cuda" and hasattr(onnxruntime, "preload_dlls"):
-        try:
-            onnxruntime.preload_dlls()
-        except Exception as e:  # the libraries may be on LD_LIBRARY_PATH already
-            log.warning("onnxruntime.preload_dlls() failed (%s); relying on the system's CUDA libraries", e)
-    return device
-
-
-def pick_default(manifests: list[dict[str, Any]]) -> str:
-    """The uncompressed variant (by metadata), else the largest one: the reference the others compress."""
-    plain = [m for m in manifests if str(m.get("method", "")).lower() in ("none", "fp32", "")]
-    pool = plain or manifests
-    pool = sorted(pool, key=lambda m: str(m["name"]))  # ties: the first name wins
-    return max(pool, key=lambda m: int(m.get("bytes") or 0))["name"]
+        return int(number(self.manifest.get("model_bytes")) or self.cost)
 
 
 class VariantRegistry:
@@ -155,7 +137,12 @@ class VariantRegistry:
         self._loader, self._lister = loader, lister
         self._variants: dict[str, Variant] = {}
         self._budget_lock = asyncio.Lock()
+        self._load_lock = asyncio.Lock()  # one load at a time: its RSS growth is its own
         self._executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="tzip-infer")
+        self.scheduler = FairScheduler(settings.inference_threads)
+        self.memory = MemoryBook(settings.memory_budget_bytes, int(settings.inference_reserve_mb * 2**20),
+                                 settings.inference_threads)
+        self._verify: Callable[[Path], Any] = manifest_lib.verify
         self.sessions = SessionFactory(threads=settings.session_threads, spin=settings.ort_spin)
         self.default = ""
         self.ready = False
@@ -180,19 +167,28 @@ class VariantRegistry:
         if dup:
             raise StartupError(f"variant name(s) {dup} appear in several manifests under {root}; re-export one of them")
         self._variants = {str(m["name"]): Variant(str(m["name"]), m) for m in manifests}
+        for name, error in unreadable_manifests(root, manifests).items():
+            if name not in self._variants:
+                self._variants[name] = Variant(name, {"path": str(root / name)}, state="broken", error=error,
+                                               failed_at=float("inf"))  # a manifest is only read at start-up
         self.default = s.default_variant or pick_default(manifests)
         wanted = [self.default] + ([] if s.preload_all else s.preload)
         missing = [n for n in wanted if n not in self._variants]
         if missing:
             var = "TZIP_DEFAULT_VARIANT" if missing[0] == self.default else "TZIP_PRELOAD"
             raise StartupError(f"{var} names unknown variant(s) {missing}; exported variants: {', '.join(self.names)}")
-        budget = s.memory_budget_mb * 2**20
-        if self._variants[self.default].cost > budget:
+        if self._variants[self.default].state == "broken":
+            raise StartupError(f"the default variant {self.default!r} is broken: {self._variants[self.default].error}")
+        need = self.memory.base + self.memory.reserve + self._variants[self.default].cost
+        if need > self.memory.budget:
             raise StartupError(
-                f"the default variant {self.default!r} needs {self._variants[self.default].cost / 2**20:.1f} MB, "
-                f"above TZIP_MEMORY_BUDGET_MB={s.memory_budget_mb:g}; raise the budget"
+                f"the process ({self.memory.base / 2**20:.0f} MB), the inference reserve "
+                f"({self.memory.reserve / 2**20:.0f} MB) and the default variant {self.default!r} "
+                f"({self._variants[self.default].cost / 2**20:.1f} MB on disk) need more than "
+                f"TZIP_MEMORY_BUDGET_MB={s.memory_budget_mb:g}; raise the budget"
             )
-        self.sessions = SessionFactory(resolve_device(s.device), s.session_threads, s.ort_spin)
+        self.metrics.budget.set(self.memory.budget)
+        self.sessions = SessionFactory(resolve_device(s.device), s.session_threads, s.ort_spin, cpu_arena=s.ort_cpu_arena)
         log.info("variants under %s: %s (default %s, device %s)", root, ", ".join(self.names), self.default, self.device)
 
     @property
@@ -205,7 +201,7 @@ class VariantRegistry:
 
     def preload_names(self) -> list[str]:
         rest = self.names if self.settings.preload_all else self.settings.preload
-        return [self.default] + [n for n in rest if n != self.default]
+        return [self.default] + [n for n in rest if n != self.default and self._variants[n].state != "broken"]
 
     async def preload(self) -> None:
         """Load and warm up the default variant (then the service is ready) and the preload list."""
@@ -220,6 +216,33 @@ class VariantRegistry:
             if name == self.default:
                 self.ready = True
                 self.not_ready_reason = ""
+        await self.verify_all()
+
+    async def verify_all(self) -> None:
+        """Check every file of the variants not loaded yet against its manifest, so a broken one is listed
+        (and logged) before its first request."""
+        for v in list(self._variants.values()):
+            if v.state != "available":
+                continue
+            try:
+                await asyncio.to_thread(self._verify, Path(v.manifest["path"]))
+            except Exception as e:
+                self._mark_broken(v, e)
+
+    def _mark_broken(self, v: Variant, e: Exception) -> None:
+        v.state, v.failed_at, v.error = "broken", time.monotonic(), public_error(e)
+        self.metrics.load_failures.labels(v.name).inc()
+        log.error("variant %s is broken: %s (%s)", v.name, v.error, e)
+
+    async def watch_memory(self, every_s: float = 5.0) -> None:
+        """Keep the gauges current and unload idle variants when the inference reserve has grown past the budget."""
+        while True:
+            await asyncio.sleep(every_s)
+            self.metrics.process_resident.set(rss_bytes() or 0)
+            self.metrics.reserve.set(self.memory.reserve)
+            async with self._budget_lock:
+                with contextlib.suppress(VariantUnavailable):
+                    await self._reserve(None, 0)
 
     async def close(self) -> None:
         for v in self._variants.values():
@@ -247,26 +270,14 @@ class VariantRegistry:
         finally:
             v.in_use -= 1
 
+    def variants(self) -> list[Variant]:
+        return [self._variants[n] for n in self.names]
+
     def describe(self) -> list[dict[str, Any]]:
         return [self.describe_one(self._variants[n]) for n in self.names]
 
     def describe_one(self, v: Variant) -> dict[str, Any]:
-        m = v.manifest
-        return {
-            "name": v.name,
-            "method": None if m.get("method") is None else str(m["method"]),
-            "bits": _number(m.get("bits")),
-            "sparsity": _number(m.get("sparsity")),
-            "bytes": v.cost,
-            "model_bytes": v.model_bytes,
-            "ratio": _number(m.get("ratio")),
-            "bleu": bleu_of(m),
-            "default": v.name == self.default,
-            "loaded": v.state == "loaded",
-            "state": v.state,
-            "provider": v.provider,
-            "error": v.error,
-        }
+        return describe(v, v.name == self.default)
 
     # -- loading and unloading ----------------------------------------------------------------------
 
@@ -276,55 +287,76 @@ class VariantRegistry:
         async with v.lock:  # concurrent first requests: one loads, the others wait here and find it loaded
             if v.state == "loaded":
                 return
-            if v.state == "refused" and time.monotonic() - v.failed_at < self.settings.retry_failed_load_s:
-                raise VariantUnavailable(f"variant {v.name!r} was refused at load: {v.error}")
-            await self._make_room(v)
-            start = time.perf_counter()
-            try:
-                translator = await asyncio.to_thread(self._loader, Path(v.manifest["path"]), self.sessions)
-                await asyncio.to_thread(translator.translate, [WARMUP_TEXT], SearchConfig(), 1)
-            except Exception as e:
-                v.state, v.failed_at = "refused", time.monotonic()
-                v.error = _public_error(e)
-                self.metrics.load_failures.labels(v.name).inc()
-                log.error("refused variant %s: %s", v.name, e)
-                raise VariantUnavailable(f"variant {v.name!r} was refused at load: {v.error}") from e
-            s = self.settings
-            v.translator, v.provider, v.error = translator, str(getattr(translator, "provider", "unknown")), None
-            v.batcher = DynamicBatcher(
-                v.name, translator.translate, self._executor, self.metrics,
-                s.max_batch_size, s.max_wait_ms / 1000, s.max_queue,
-            )
-            v.batcher.start()
-            v.state = "loaded"
-            self.metrics.loaded.labels(v.name).set(1)
-            self.metrics.load_seconds.labels(v.name).set(time.perf_counter() - start)
-            self._gauge_bytes()
-            log.info("loaded %s on %s in %.2f s", v.name, v.provider, time.perf_counter() - start)
+            if v.state == "broken" and time.monotonic() - v.failed_at < self.settings.retry_failed_load_s:
+                raise VariantUnavailable(f"variant {v.name!r} is broken: {v.error}")
+            async with self._load_lock:
+                await self._load(v)
 
-    async def _make_room(self, v: Variant) -> None:
-        """Reserve v's bytes under the budget, unloading idle variants least recently used first."""
-        budget = int(self.settings.memory_budget_mb * 2**20)
-        async with self._budget_lock:
-            await self._reserve(v, v.cost, budget)
+    async def _load(self, v: Variant) -> None:
+        async with self._budget_lock:  # reserve what it is expected to hold, unloading idle variants for it
+            v.expected = v.resident or max(v.cost, self._largest_resident())
+            await self._reserve(v, v.expected)
             v.state = "loading"
+        start = time.perf_counter()
+        before = await asyncio.to_thread(self.memory.measure)
+        try:
+            translator = await asyncio.to_thread(self._loader, Path(v.manifest["path"]), self.sessions)
+            await asyncio.to_thread(translator.translate, [WARMUP_TEXT], SearchConfig(), 1)
+        except Exception as e:
+            self._mark_broken(v, e)
+            raise VariantUnavailable(f"variant {v.name!r} is broken: {v.error}") from e
+        after = await asyncio.to_thread(self.memory.measure)
+        v.resident = max(v.cost, after - before) if before is not None and after is not None else v.cost
+        s = self.settings
+        v.translator, v.provider, v.error = translator, str(getattr(translator, "provider", "unknown")), None
+        v.batcher = DynamicBatcher(
+            v.name, self._measured(translator.translate), self._executor, self.metrics,
+            s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, self.scheduler, s.max_batch_rows,
+        )
+        v.batcher.start()
+        v.state = "loaded"
+        self.metrics.loaded.labels(v.name).set(1)
+        self.metrics.load_seconds.labels(v.name).set(time.perf_counter() - start)
+        self._gauge_bytes()
+        log.info("loaded %s on %s in %.2f s: %.1f MB resident", v.name, v.provider, time.perf_counter() - start,
+                 v.resident / 2**20)
+        async with self._budget_lock:  # measured more than expected: make room now, never the one just loaded
+            with contextlib.suppress(VariantUnavailable):
+                await self._reserve(v, 0)
 
-    async def _reserve(self, v: Variant, extra: int, budget: int) -> None:
+    def _measured(self, translate: Callable[..., list[str]]) -> Callable[..., list[str]]:
+        """The translate call, with the RSS growth it causes learnt by the memory book (and the heap trimmed)."""
+        def run(texts: list[str], cfg: SearchConfig, batch_size: int) -> list[str]:
+            before = rss_bytes()
+            try:
+                return translate(texts, cfg, batch_size)
+            finally:
+                self.memory.observe_call(before)
+        return run
+
+    def _largest_resident(self) -> int:
+        return max((x.resident or 0 for x in self._variants.values()), default=0)
+
+    def used(self) -> int:
+        """Resident bytes the budget counts now: the process at start, the variants, the inference reserve."""
+        return self.memory.base + self.memory.reserve + sum(x.held for x in self._variants.values())
+
+    async def _reserve(self, v: Variant | None, extra: int) -> None:
         """Unload idle variants, least recently used first, until ``extra`` more bytes for ``v`` fit (call
         with the budget lock held)."""
-        def used() -> int:
-            return sum(x.held for x in self._variants.values())
-
-        while used() + extra > budget:
+        budget = self.memory.budget
+        while self.used() + extra > budget:
             idle = [
                 x for x in self._variants.values()
-                if x.state == "loaded" and x.name not in (self.default, v.name) and x.in_use == 0
+                if x.state == "loaded" and x.name != self.default and x is not v and x.in_use == 0
                 and x.batcher is not None and x.batcher.idle
             ]
             if not idle:
+                what = f"variant {v.name!r} ({extra / 2**20:.1f} MB more)" if v is not None else "the inference reserve"
                 raise VariantUnavailable(
-                    f"variant {v.name!r} ({extra / 2**20:.1f} MB more) does not fit TZIP_MEMORY_BUDGET_MB="
-                    f"{self.settings.memory_budget_mb:g} next to the variants in use; retry later or raise the budget",
+                    f"{what} does not fit TZIP_MEMORY_BUDGET_MB={self.settings.memory_budget_mb:g} "
+                    f"({self.used() / 2**20:.0f} MB resident in use) next to the variants in use; retry later or "
+                    "raise the budget",
                     retry_after=5,
                 )
             await self._unload(min(idle, key=lambda x: x.last_used))
@@ -337,9 +369,15 @@ class VariantRegistry:
             return v.attention
         async with v.lock:
             if v.attention is None:
-                async with self._budget_lock:
-                    await self._reserve(v, v.attention_cost, int(self.settings.memory_budget_mb * 2**20))
-                v.attention = await asyncio.to_thread(OnnxAttention, Path(v.manifest["path"]), self.sessions)
+                expected = v.model_bytes * 2  # its weights once more, and its session
+                async with self._load_lock:
+                    async with self._budget_lock:
+                        await self._reserve(v, expected)
+                    before = await asyncio.to_thread(self.memory.measure)
+                    v.attention = await asyncio.to_thread(OnnxAttention, Path(v.manifest["path"]), self.sessions)
+                    after = await asyncio.to_thread(self.memory.measure)
+                grew = after - before if before is not None and after is not None else expected
+                v.resident = (v.resident or 0) + max(v.model_bytes, grew)
                 self._gauge_bytes()
             return v.attention
 
@@ -356,41 +394,14 @@ class VariantRegistry:
         if v.batcher is not None:
             await v.batcher.stop()
         v.translator, v.attention, v.batcher, v.provider = None, None, None, None
+        await asyncio.to_thread(trim)  # hand the freed sessions' memory back to the system
         self.metrics.loaded.labels(v.name).set(0)
         self._gauge_bytes()
 
     def _gauge_bytes(self) -> None:
-        self.metrics.loaded_bytes.set(sum(x.held for x in self._variants.values() if x.state == "loaded"))
-
-
-def _number(x: Any) -> float | None:
-    """A manifest figure as a number, or None when it is missing or not numeric (never a 500 on /variants)."""
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return None
-    return x
-
-
-def bleu_of(manifest: dict[str, Any]) -> float | None:
-    """The manifest's test BLEU as one number (from a dict of scores: its greedy or beam score): the one
-    measured through ONNX Runtime on this very export when it was evaluated, else the one recorded with the
-    variant it was exported from (equal within 0.08 BLEU for every shipped variant: parity_variants.md)."""
-    b = manifest.get("bleu_onnx")
-    if b is None:
-        b = manifest.get("bleu")
-    if isinstance(b, dict):
-        for key in ("bleu", "beam5", "greedy", "test_2016_flickr"):
-            if key in b:
-                return bleu_of({"bleu": b[key]})
-        return None
-    return _number(b)
-
-
-def _public_error(e: Exception) -> str:
-    """What a client may see: the kind of failure and the fix, without the server's file paths."""
-    from compression.runtime.manifest import IntegrityError
-
-    if isinstance(e, IntegrityError):
-        return "integrity check failed (a file differs from its manifest's sha256); re-export the variant"
-    if isinstance(e, FileNotFoundError):
-        return "an artifact file is missing; re-export the variant"
-    return f"{type(e).__name__} while loading (see the server log)"
+        loaded = [x for x in self._variants.values() if x.state == "loaded"]
+        self.metrics.loaded_bytes.set(sum(x.cost for x in loaded))
+        for x in self._variants.values():
+            self.metrics.resident.labels(x.name).set(x.held if x.state == "loaded" else 0)
+        self.metrics.process_resident.set(rss_bytes() or 0)
+        self.metrics.reserve.set(self.memory.reserve)

@@ -2,27 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 MAX_BEAM = 8
 MAX_LEN = 512
 
 
+def _integral(x: Any) -> Any:
+    """JSON has one number type and JSON Schema calls 4.0 an integer: take it as 4 (never "4" or true)."""
+    return int(x) if type(x) is float and x.is_integer() else x
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+NON_BLANK = r"\S"  # JSON Schema patterns search: at least one character that is not whitespace
+
+
+def _one_of_text_or_texts(schema: dict[str, Any]) -> None:
+    """The schema of what the validator enforces: exactly one of text / texts, neither of them null."""
+    props = schema["properties"]
+    text = {"type": "string", "minLength": 1, "pattern": NON_BLANK}
+    props["text"] = {**text, "description": props["text"].get("description", ""),
+                     "examples": props["text"].get("examples", [])}
+    props["texts"] = {"type": "array", "items": text, "minItems": 1, "description": props["texts"].get("description", "")}
+    schema["oneOf"] = [{"required": ["text"]}, {"required": ["texts"]}]
+
+
 class TranslateRequest(BaseModel):
     # strict: "3" is not a beam size and 5 is not a text; unknown fields are typos, not options
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_one_of_text_or_texts)
 
-    text: str | None = Field(None, description="one sentence", examples=["A man is riding a bike."])
-    texts: list[str] | None = Field(None, description="several sentences, translated in one request")
-    beam: int = Field(1, ge=1, le=MAX_BEAM, description="beam size (1 = greedy)")
-    max_len: int = Field(256, ge=1, le=MAX_LEN, description="maximum output length in tokens")
+    text: str | None = Field(
+        None, description="one text: a sentence or a paragraph (cut into sentences, translated, joined back)",
+        examples=["A man is riding a bike."],
+    )
+    texts: list[str] | None = Field(None, description="several texts, translated in one request")
+    beam: JsonInt = Field(1, ge=1, le=MAX_BEAM, description="beam size (1 = greedy)")
+    max_len: JsonInt = Field(256, ge=1, le=MAX_LEN, description="maximum output length in tokens")
 
     @model_validator(mode="after")
     def _one_input(self) -> TranslateRequest:
         if (self.text is None) == (self.texts is None):
             raise ValueError('send exactly one of "text" (a string) or "texts" (a list of strings)')
+        if {"text", "texts"} & {k for k in self.model_fields_set if getattr(self, k) is None}:
+            raise ValueError('"text" and "texts" may not be null: leave the one you do not send out')
         return self
 
     def sentences(self) -> list[str]:
@@ -36,7 +60,8 @@ class Latency(BaseModel):
 
 
 class TranslateResponse(BaseModel):
-    translations: list[str]
+    translations: list[str] = Field(description="one per text, in order")
+    segments: int = Field(description="sentences translated (each text is cut into sentences first)")
     variant: str
     model_size_bytes: int = Field(description="the variant's model files on disk")
     compression_ratio: float | None = Field(description="fp32 size / this variant's size (from its manifest)")
@@ -57,7 +82,11 @@ class VariantInfo(BaseModel):
     bleu: float | None
     default: bool
     loaded: bool
-    state: str = Field(description="available, loading, loaded or refused")
+    state: Literal["available", "loading", "loaded", "broken"] = Field(
+        description="broken: a manifest that cannot be read, a file that differs from its sha256, or a graph ONNX "
+        "Runtime cannot open (see error; requests answer 503)")
+    resident_bytes: int | None = Field(
+        description="resident memory that loading it added to the process (measured); null while not loaded")
     provider: str | None
     error: str | None
 
@@ -76,8 +105,8 @@ class AttentionRequest(BaseModel):
     text: str = Field(description="one English sentence", examples=["A man is riding a bike."])
     kind: Literal["encoder", "decoder", "cross"] = Field(
         "cross", description="encoder self-attention, decoder self-attention, or cross-attention (target x source)")
-    layer: int = Field(0, ge=0, description="layer index, from 0")
-    head: int = Field(0, ge=0, description="head index, from 0")
+    layer: JsonInt = Field(0, ge=0, description="layer index, from 0")
+    head: JsonInt = Field(0, ge=0, description="head index, from 0")
     format: Literal["png", "json"] = Field("png", description="png: a heatmap; json: the weights and the token lists")
     target: str | None = Field(None, description="German output to teacher-force on (default: the variant's own translation)")
 

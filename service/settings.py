@@ -6,6 +6,7 @@ stops the service before it binds its port, with a message that names the variab
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TZIP_"
+log = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
@@ -36,18 +38,31 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when onnxruntime-gpu sees a GPU")
     memory_budget_mb: float = Field(
-        2048, gt=0, description="loaded variants above this (bytes on disk) unload least recently used first"
+        2048, gt=0, description="resident memory of the process (measured: start-up, each loaded variant, the "
+        "inference reserve); a load above it unloads idle variants least recently used first"
+    )
+    inference_reserve_mb: float = Field(
+        256, ge=0, description="resident memory kept free for each inference call running at once (at least; "
+        "the largest growth measured during one call once it is larger)"
     )
     retry_failed_load_s: float = Field(30, ge=0, description="a variant refused at load is retried after this")
 
     # dynamic batching and load shedding
     max_batch_size: int = Field(64, ge=1, le=1024, description="sentences per inference call")
+    max_batch_rows: int = Field(
+        32, ge=1, le=4096, description="decoder rows (sentences x beam) per inference call: bounds its memory, "
+        "and how long other requests wait behind it"
+    )
     max_wait_ms: float = Field(10, ge=0, le=10_000, description="how long a batch waits to fill up")
     max_queue: int = Field(1024, ge=1, description="sentences waiting per variant before 503 + Retry-After")
     request_timeout_s: float = Field(30, gt=0, description="a request still unanswered after this gets 503")
     inference_threads: int = Field(1, ge=1, le=64, description="inference calls running at once (all variants)")
     ort_threads: int = Field(
         0, ge=0, le=256, description="ONNX Runtime intra-op threads per session; 0: the cores, split over the inference threads"
+    )
+    ort_cpu_arena: bool = Field(
+        False, description="ONNX Runtime's CPU memory arena; off, a large request's memory is given back "
+        "afterwards (benchmarks/soak/arena.json)"
     )
     ort_spin: bool = Field(
         False,
@@ -60,6 +75,13 @@ class Settings(BaseSettings):
     max_texts: int = Field(64, ge=1, le=4096)
     max_text_chars: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_request_tokens: int = Field(
+        32768, ge=1, description="decoder steps one request may ask for: the sum over its segments of beam x "
+        "the segment's output limit (min(max_len, 1.5 x source tokens + 10)); above it, 413"
+    )
+    max_segment_chars: int = Field(
+        300, ge=20, description="longer sentences are cut at a clause or word boundary before translation"
+    )
 
     @field_validator("preload", mode="before")
     @classmethod
@@ -84,6 +106,10 @@ class Settings(BaseSettings):
         if self.ort_threads:
             return self.ort_threads
         return max(1, (os.cpu_count() or 1) // self.inference_threads)
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return int(self.memory_budget_mb * 2**20)
 
     @property
     def preload_all(self) -> bool:
@@ -111,3 +137,19 @@ def load_settings(**overrides: Any) -> Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
+
+
+def resolve_device(device: str) -> str:
+    """auto -> cuda when this onnxruntime has the CUDA provider. For cuda, load the CUDA/cuDNN libraries of
+    installed nvidia-* wheels first (onnxruntime.preload_dlls), since the service never imports torch,
+    which would otherwise put them on the path. The provider that really runs is reported per variant."""
+    import onnxruntime
+
+    if device == "auto":
+        device = "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+    if device == "cuda" and hasattr(onnxruntime, "preload_dlls"):
+        try:
+            onnxruntime.preload_dlls()
+        except Exception as e:  # the libraries may be on LD_LIBRARY_PATH already
+            log.warning("onnxruntime.preload_dlls() failed (%s); relying on the system's CUDA libraries", e)
+    return device

@@ -1,5 +1,6 @@
 """Variant lifecycle on real exports: one load for concurrent first requests, LRU unloading under the
-memory budget, tampered artifacts refused at load while the other variants keep serving."""
+resident-memory budget, broken artifacts (manifest, sha256, ONNX) listed and answered 503 while the other
+variants keep serving."""
 
 from __future__ import annotations
 
@@ -46,12 +47,28 @@ async def test_concurrent_first_requests_load_a_variant_once(variants_root):
         assert loader.calls == {"tiny": 1, "tiny-int8": 1}
 
 
-def test_memory_budget_unloads_the_least_recently_used_variant(tmp_path):
+class FakeResident:
+    """The process's RSS as the registry measures it: 100 MB at start, 50 MB more for each load."""
+
+    MB = 2**20
+
+    def __init__(self, monkeypatch):
+        self.rss = 100 * self.MB
+        for module in ("service.memory", "service.registry"):
+            monkeypatch.setattr(f"{module}.rss_bytes", lambda: self.rss)
+
+    def loader(self, inner):
+        def load(directory, sessions):
+            self.rss += 50 * self.MB
+            return inner(directory, sessions)
+        return load
+
+
+def test_memory_budget_counts_measured_resident_bytes_and_unloads_the_least_recently_used(tmp_path, monkeypatch):
     root = build_root(tmp_path, extra={"tiny-b": {"seed": 2, "precision": "fp32"}})
-    sizes = {v: sum(f.stat().st_size for f in find_exported(v, root).iterdir()) for v in ("tiny", "tiny-int8", "tiny-b")}
-    budget_mb = (sizes["tiny"] + max(sizes["tiny-int8"], sizes["tiny-b"]) + 1000) / 2**20  # default + one more
-    loader = CountingLoader()
-    with running(make_app(root, loader=loader, memory_budget_mb=budget_mb)) as c:
+    fake, loader = FakeResident(monkeypatch), CountingLoader()
+    budget_mb = 100 + 2 * 50 + 10  # the process at start, the default and one more variant
+    with running(make_app(root, loader=fake.loader(loader), memory_budget_mb=budget_mb, inference_reserve_mb=0)) as c:
         def loaded():
             return sorted(v["name"] for v in c.get("/variants").json() if v["loaded"])
 
@@ -62,18 +79,31 @@ def test_memory_budget_unloads_the_least_recently_used_variant(tmp_path):
         assert c.post("/translate?variant=tiny-int8", json={"text": "A"}).status_code == 200
         assert loaded() == ["tiny", "tiny-int8"]
         assert loader.calls == {"tiny": 1, "tiny-int8": 2, "tiny-b": 1}
+        listed = {v["name"]: v for v in c.get("/variants").json()}
+        assert listed["tiny"]["resident_bytes"] == 50 * fake.MB and listed["tiny-b"]["resident_bytes"] is None
         text = c.get("/metrics").text
         assert metric(text, "tzip_variant_loaded", variant="tiny-b") == 0
+        assert metric(text, "tzip_variant_resident_bytes", variant="tiny-int8") == 50 * fake.MB
+        assert metric(text, "tzip_variant_resident_bytes", variant="tiny-b") == 0
+        assert metric(text, "tzip_memory_budget_bytes") == budget_mb * fake.MB
         assert metric(text, "tzip_loaded_bytes") == sum(
             v["bytes"] for v in c.get("/variants").json() if v["loaded"])
 
 
-def test_a_variant_larger_than_the_budget_is_503_not_a_crash(variants_root):
-    tiny = sum(f.stat().st_size for f in find_exported("tiny", variants_root).iterdir())
-    with running(make_app(variants_root, memory_budget_mb=(tiny + 1000) / 2**20)) as c:
-        r = c.post("/translate?variant=tiny-int8", json={"text": "A"})
+def test_a_variant_that_does_not_fit_the_budget_is_503_not_a_crash(variants_root, monkeypatch):
+    fake = FakeResident(monkeypatch)
+    loader = fake.loader(OnnxTranslator)
+    with running(make_app(variants_root, loader=loader, memory_budget_mb=100 + 50 + 10, inference_reserve_mb=0)) as c:
+        r = c.post("/translate?variant=tiny-int8", json={"text": "A"})  # expected to need what the default needed
         assert r.status_code == 503 and "TZIP_MEMORY_BUDGET_MB" in r.json()["detail"] and r.headers["Retry-After"]
         assert c.post("/translate", json={"text": "A"}).status_code == 200
+
+
+def test_resident_bytes_are_measured_for_real(variants_root):
+    with running(make_app(variants_root)) as c:
+        tiny = next(v for v in c.get("/variants").json() if v["name"] == "tiny")
+        assert tiny["resident_bytes"] >= tiny["bytes"]  # at least its bytes on disk
+        assert metric(c.get("/metrics").text, "tzip_variant_resident_bytes", variant="tiny") == tiny["resident_bytes"]
 
 
 def _tamper(directory) -> None:
@@ -83,15 +113,15 @@ def _tamper(directory) -> None:
     weights.write_bytes(bytes(data))
 
 
-def test_a_tampered_variant_is_refused_at_load_and_the_others_keep_serving(writable_root):
+def test_a_tampered_variant_is_listed_broken_and_the_others_keep_serving(writable_root):
     _tamper(find_exported("tiny-int8", writable_root))
     with running(make_app(writable_root)) as c:
-        for _ in range(2):  # refused, and refused again (not retried on every request)
+        for _ in range(2):  # broken, and broken again (not retried on every request)
             r = c.post("/translate?variant=tiny-int8", json={"text": "A dog."})
             assert r.status_code == 503 and "integrity check failed" in r.json()["detail"], r.text
             assert str(writable_root) not in r.text
         listed = {v["name"]: v for v in c.get("/variants").json()}
-        assert listed["tiny-int8"]["state"] == "refused" and "re-export" in listed["tiny-int8"]["error"]
+        assert listed["tiny-int8"]["state"] == "broken" and "re-export" in listed["tiny-int8"]["error"]
         assert c.post("/translate?variant=tiny", json={"text": "A dog."}).status_code == 200
         assert metric(c.get("/metrics").text, "tzip_variant_load_failures_total", variant="tiny-int8") == 1
 
@@ -109,7 +139,7 @@ def test_a_tampered_default_leaves_the_service_alive_but_not_ready(writable_root
         assert c.post("/translate?variant=tiny-int8", json={"text": "A dog."}).status_code == 200
 
 
-def test_a_refused_variant_is_retried_after_the_cooldown_once_repaired(variants_root, writable_root):
+def test_a_broken_variant_is_retried_after_the_cooldown_once_repaired(variants_root, writable_root):
     target = find_exported("tiny-int8", writable_root)
     original = {p.name: p.read_bytes() for p in target.iterdir()}
     _tamper(target)
@@ -120,3 +150,28 @@ def test_a_refused_variant_is_retried_after_the_cooldown_once_repaired(variants_
         threading.Event().wait(0.3)
         assert c.post("/translate?variant=tiny-int8", json={"text": "A"}).status_code == 200
         wait_ready(c)
+
+
+def test_an_unreadable_manifest_is_listed_broken_and_answers_503_not_404(writable_root, caplog):
+    (find_exported("tiny-int8", writable_root) / "manifest.json").write_text('{"name": "tiny-int8", ')  # cut short
+    with running(make_app(writable_root)) as c:
+        listed = {v["name"]: v for v in c.get("/variants").json()}
+        broken = listed["tiny-int8"]  # no name can be read: listed under its directory
+        assert broken["state"] == "broken" and "manifest unreadable" in broken["error"] and not broken["loaded"]
+        r = c.post("/translate?variant=tiny-int8", json={"text": "A dog."})
+        assert r.status_code == 503 and "manifest unreadable" in r.json()["detail"], r.text
+        assert c.post("/translate?variant=tiny", json={"text": "A dog."}).status_code == 200
+    assert any("tiny-int8" in r.message and "broken" in r.message for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_a_truncated_onnx_file_is_listed_broken_before_any_request(writable_root):
+    graph = find_exported("tiny-int8", writable_root) / "decoder.onnx"
+    graph.write_bytes(graph.read_bytes()[:100])
+    with running(make_app(writable_root)) as c:
+        for _ in range(500):  # the background check of every file at start-up
+            listed = {v["name"]: v for v in c.get("/variants").json()}
+            if listed["tiny-int8"]["state"] == "broken":
+                break
+            threading.Event().wait(0.02)
+        assert listed["tiny-int8"]["state"] == "broken" and "sha256" in listed["tiny-int8"]["error"]
+        assert c.post("/translate?variant=tiny-int8", json={"text": "A"}).status_code == 503

@@ -70,8 +70,8 @@ def test_start_up_refuses_missing_exports_and_unknown_variants(tmp_path, variant
     with pytest.raises(StartupError, match="TZIP_PRELOAD"):
         with running(make_app(variants_root, preload=["tiny", "nope"])):
             pass
-    with pytest.raises(StartupError, match="TZIP_MEMORY_BUDGET_MB"):
-        with running(make_app(variants_root, memory_budget_mb=0.01)):
+    with pytest.raises(StartupError, match="TZIP_MEMORY_BUDGET_MB"):  # not even the process at start fits
+        with running(make_app(variants_root, memory_budget_mb=1)):
             pass
 
 
@@ -82,6 +82,27 @@ def test_python_m_service_exits_with_a_readable_message_on_bad_settings(tmp_path
     env = {**os.environ, "TZIP_MODEL_ROOT": str(tmp_path / "none"), "TZIP_PORT": "8799"}
     r = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "make export" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_python_m_service_help_prints_the_flags_and_exits_0_and_unknown_flags_exit_2():
+    r = subprocess.run([sys.executable, "-m", "service", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and all(f in r.stdout for f in ("--host", "--port", "--variant-root", "--device"))
+    r = subprocess.run([sys.executable, "-m", "service", "--nope"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--nope" in r.stderr
+
+
+def test_flags_override_the_variables(monkeypatch, tmp_path):
+    from service.__main__ import settings_from
+
+    monkeypatch.setenv("TZIP_PORT", "9001")
+    monkeypatch.setenv("TZIP_HOST", "0.0.0.0")
+    assert (settings_from([]).port, settings_from([]).host) == (9001, "0.0.0.0")
+    s = settings_from(["--port", "9002", "--host", "127.0.0.2", "--variant-root", str(tmp_path), "--device", "cpu",
+                       "--preload", "a,b"])
+    assert (s.port, s.host, s.model_root, s.device, s.preload) == (9002, "127.0.0.2", tmp_path, "cpu", ["a", "b"])
+    with pytest.raises(SystemExit) as e:
+        settings_from(["--device", "tpu"])
+    assert e.value.code == 2
 
 
 def test_the_service_never_imports_torch():

@@ -46,7 +46,7 @@ def _discover(environment, **_kw) -> None:
     global _next_variant
     if not VARIANTS and environment.host:
         with urllib.request.urlopen(f"{environment.host}/variants", timeout=30) as r:
-            VARIANTS.extend(v["name"] for v in json.load(r) if v["state"] != "refused")
+            VARIANTS.extend(v["name"] for v in json.load(r) if v["state"] != "broken")
         _next_variant = itertools.cycle(VARIANTS)
 
 

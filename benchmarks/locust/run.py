@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> Path:
     try:
         wait_ready(url, server, args.ready_timeout)
         variants = args.variants.split(",") if args.variants else [
-            v["name"] for v in json.load(urllib.request.urlopen(f"{url}/variants")) if v["state"] != "refused"
+            v["name"] for v in json.load(urllib.request.urlopen(f"{url}/variants")) if v["state"] != "broken"
         ]
         warm(url, variants)
         prefix = out / "locust"

@@ -26,13 +26,16 @@ class SessionFactory:
     core). spin: idle worker threads spin (off when several sessions or processes share the cores: spinning
     then costs far more than it saves). device_argmax: greedy search takes the argmax where the log-probs are
     (under CUDA: N ids cross to the host instead of N x V scores). greedy_loop: graph-file exports decode
-    greedy in one ONNX Loop per batch (compression.runtime.greedy) instead of one run per token."""
+    greedy in one ONNX Loop per batch (compression.runtime.greedy) instead of one run per token. cpu_arena:
+    ONNX Runtime's CPU memory arena (off, tensors are malloc'ed and freed per run, so a large request's memory
+    can be given back)."""
 
     device: str = "cpu"
     threads: int = 0
     spin: bool = True
     device_argmax: bool = True
     greedy_loop: bool = True
+    cpu_arena: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in PROVIDERS:
@@ -48,6 +51,7 @@ class SessionFactory:
             so.intra_op_num_threads = self.threads
         if not self.spin:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.enable_cpu_mem_arena = self.cpu_arena
         so.log_severity_level = 3  # warnings about unused initializers after folding are noise
         return so
 

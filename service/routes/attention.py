@@ -31,10 +31,14 @@ router = APIRouter(tags=["attention"])
     response_model=AttentionMap,
     responses={
         200: {"content": {"image/png": {}}, "description": "the heatmap (format png) or the weights (format json)"},
+        400: {"model": Problem, "description": "the body is not UTF-8 JSON, or is nested too deep"},
         404: {"model": Problem, "description": "unknown variant (the answer lists the known ones)"},
-        422: {"model": Problem, "description": "bad kind, layer or head index, empty or too long text"},
+        413: {"model": Problem, "description": "body larger than TZIP_MAX_BODY_BYTES"},
+        422: {"model": Problem, "description": "wrong types, unknown fields, bad kind, layer or head index beyond "
+              "the variant's, empty, whitespace-only or too long text or target"},
         501: {"model": Problem, "description": "the variant's export has no attention graph (re-export it)"},
-        503: {"model": Problem, "description": "the variant was refused at load or does not fit the memory budget"},
+        503: {"model": Problem, "description": "the variant is broken (the answer says why) or does not fit the "
+              "memory budget now"},
     },
 )
 async def attention(

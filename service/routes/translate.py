@@ -1,7 +1,12 @@
-"""POST /translate?variant=NAME: batched translation with the variant's size, BLEU and latency split."""
+"""POST /translate?variant=NAME: batched translation with the variant's size, BLEU and latency split.
+
+Each text is cut into sentences (``service.segments``), the request's work is bounded (``check_work``),
+the segments go through the variant's batcher as one job, and the translations are joined back per text.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated
 
@@ -9,10 +14,12 @@ from fastapi import APIRouter, Query, Request
 
 from compression.runtime.search import SearchConfig
 
-from ..deps import MetricsDep, RegistryDep, SettingsDep, check_limits
+from ..deps import MetricsDep, RegistryDep, SettingsDep, check_limits, check_work, unless_disconnected
 from ..schemas import Latency, Problem, TranslateRequest, TranslateResponse
+from ..segments import segment
 
 router = APIRouter(tags=["translate"])
+SEGMENT_IN_THREAD_CHARS = 2000  # pysbd is pure Python (~20 ms per 1,000 characters): off the event loop above this
 
 
 @router.post(
@@ -20,11 +27,15 @@ router = APIRouter(tags=["translate"])
     response_model=TranslateResponse,
     summary="translate English to German with the chosen variant",
     responses={
-        400: {"model": Problem, "description": "the body is not UTF-8 JSON"},
+        400: {"model": Problem, "description": "the body is not UTF-8 JSON, or is nested too deep"},
         404: {"model": Problem, "description": "unknown variant (the answer lists the known ones)"},
-        413: {"model": Problem, "description": "body too large"},
-        422: {"model": Problem, "description": "wrong types, empty text, too many texts, text too long, beam out of range"},
-        503: {"model": Problem, "description": "overloaded (see Retry-After) or the variant was refused at load"},
+        413: {"model": Problem, "description": "body larger than TZIP_MAX_BODY_BYTES, or more work than "
+              "TZIP_MAX_REQUEST_TOKENS decoder steps or TZIP_MAX_QUEUE sentences (the answer names the limit)"},
+        422: {"model": Problem, "description": "wrong types, unknown fields, both or neither of text/texts, empty "
+              "or whitespace-only text, too many texts, text too long, an unpaired surrogate, beam or max_len out of range"},
+        499: {"model": Problem, "description": "the client disconnected first (nothing more was computed; counted)"},
+        503: {"model": Problem, "description": "overloaded or timed out (see Retry-After), the variant is broken "
+              "(the answer says why), or it does not fit the memory budget now"},
     },
 )
 async def translate(
@@ -41,15 +52,22 @@ async def translate(
     texts = body.sentences()
     check_limits(texts, settings)
     cfg = SearchConfig(beam=body.beam, max_len=body.max_len)
+    if sum(map(len, texts)) > SEGMENT_IN_THREAD_CHARS:
+        parts = await asyncio.to_thread(segment, texts, settings.max_segment_chars)
+    else:
+        parts = segment(texts, settings.max_segment_chars)
     async with registry.use(v) as loaded:
         provider = loaded.provider or "unknown"
-        result = await loaded.submit(texts, cfg, settings.request_timeout_s)
+        check_work(parts.segments, cfg, getattr(loaded.translator, "tokenizer", None), settings)
+        result = await unless_disconnected(request, loaded.submit(parts.segments, cfg, settings.request_timeout_s))
     total = time.perf_counter() - start
     metrics.latency.labels(v.name).observe(total)
     metrics.queue_latency.labels(v.name).observe(result.queue_s)
+    metrics.segments.labels(v.name).inc(len(parts.segments))
     info = registry.describe_one(v)
     return TranslateResponse(
-        translations=result.translations,
+        translations=parts.join(result.translations),
+        segments=len(parts.segments),
         variant=v.name,
         model_size_bytes=info["model_bytes"],
         compression_ratio=info["ratio"],
