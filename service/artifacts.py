@@ -10,14 +10,31 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from compression.runtime import catalogue
 from compression.runtime import manifest as manifest_lib
+from compression.runtime.search import SearchConfig
+from compression.runtime.sessions import SessionFactory
 
 log = logging.getLogger(__name__)
 
 EXPORT_HINT = "re-export it (`python -m compression export --variant NAME`) and restart the service"
+
+
+class Translator(Protocol):
+    """What the registry serves: ``OnnxTranslator`` (tests wrap it)."""
+
+    provider: str
+
+    def translate(self, texts: list[str], cfg: SearchConfig | None = None, batch_size: int = 64) -> list[str]: ...
+
+
+class Loader(Protocol):
+    """Opens the variant in ``directory`` (found by its manifest at start-up) with the service's sessions."""
+
+    def __call__(self, directory: Path, sessions: SessionFactory) -> Translator: ...
+
 
 
 def unreadable_manifests(root: Path, found: list[dict[str, Any]]) -> dict[str, str]:

@@ -3,7 +3,7 @@
 Variants are found once at start-up by their manifests (``compression.runtime.catalogue.list_exported``) and
 are known by the ``name`` recorded there; a client's ``?variant=`` is only ever compared with those
 names, so it never reaches a file path. Loading hands the directory found at start-up to the loader
-(``compression.runtime.translator.OnnxTranslator``), which checks every file's sha256 before it creates a
+(``compression.runtime.translator.open_translator``), which checks every file's sha256 before it creates a
 session. Broken artifacts (a manifest that cannot be read, a file that differs from its sha256, a graph
 ONNX Runtime cannot open) are listed as ``broken`` with their error and answer 503 (retried after
 ``retry_failed_load_s``) while the others keep serving; every file is checked in the background at
@@ -25,14 +25,14 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from compression.runtime import manifest as manifest_lib
 from compression.runtime.attention import OnnxAttention
 from compression.runtime.search import SearchConfig
 from compression.runtime.sessions import SessionFactory
 
-from .artifacts import describe, number, pick_default, public_error, unreadable_manifests
+from .artifacts import Loader, describe, number, pick_default, public_error, unreadable_manifests
 from .batcher import BatchResult, DynamicBatcher
 from .memory import MemoryBook, rss_bytes, trim
 from .metrics import Metrics
@@ -40,20 +40,6 @@ from .scheduler import FairScheduler
 from .settings import Settings, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-class Translator(Protocol):
-    """What the registry serves: ``OnnxTranslator`` (tests wrap it)."""
-
-    provider: str
-
-    def translate(self, texts: list[str], cfg: SearchConfig | None = None, batch_size: int = 64) -> list[str]: ...
-
-
-class Loader(Protocol):
-    """Opens the variant in ``directory`` (found by its manifest at start-up) with the service's sessions."""
-
-    def __call__(self, directory: Path, sessions: SessionFactory) -> Translator: ...
 
 
 Lister = Callable[[Path], list[dict[str, Any]]]
