@@ -250,6 +250,10 @@ class RemoteRegistry:
                 if name == self.default:
                     self.not_ready_reason = f"default variant {name!r} failed to load: {e}"
 
+    async def watch_memory(self) -> None:
+        """The ingress holds attention sessions only: its own budget, as the single-process service's."""
+        await self.local.watch_memory()
+
     async def close(self) -> None:
         if self._reporter is not None:
             self._reporter.cancel()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from compression.runtime.search import SearchConfig, pad_batch
-from compression.runtime.translator import OrtStepper, load_translator
+from compression.runtime.translator import OnnxTranslator, OrtStepper
 from tests.onnx_fixtures import SOURCES, tiny_export_fixture  # noqa: F401
 
 
 def test_device_argmax_gives_the_same_translations(tiny_export, monkeypatch):
-    tr = load_translator(tiny_export)
+    tr = OnnxTranslator(tiny_export)
     ids = tr.tokenizer.encode(SOURCES)
     cfg = SearchConfig(beam=1)
     reference = tr.translate_ids(ids, cfg)  # CPU: log-probs to the host, NumPy argmax
@@ -27,7 +27,7 @@ def test_device_argmax_gives_the_same_translations(tiny_export, monkeypatch):
 
 def test_step_argmax_matches_step(tiny_export, monkeypatch):
     """Including the rows that finished (not computed): zeros in step's scores, 0 in step_argmax."""
-    tr = load_translator(tiny_export)
+    tr = OnnxTranslator(tiny_export)
     monkeypatch.setattr(OrtStepper, "DEVICE_ARGMAX_ROWS", 1)
     src = pad_batch(tr.tokenizer.encode(SOURCES[:4]), 0)
     a, b = OrtStepper(tr, src, 1), OrtStepper(tr, src, 1)
