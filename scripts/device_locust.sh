@@ -49,7 +49,8 @@ res=runs/locust-gpu
 rm -rf "$res" && mkdir -p "$res"
 common=(--time "$secs" --out "$res" --ready-timeout 240
         --env TZIP_DEVICE=cuda --env "TZIP_MODEL_ROOT=$root" --env TZIP_MAX_BATCH_SIZE=256
-        --env TZIP_MAX_WAIT_MS=5 --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2 --env TZIP_DEFAULT_VARIANT=fp16)
+        --env TZIP_MAX_WAIT_MS=5 --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2 --env TZIP_DEFAULT_VARIANT=fp16
+        --env "TZIP_MAX_BATCH_ROWS=${MAX_BATCH_ROWS:-256}")
 "$py" benchmarks/locust/run.py --label h200-fp16-1text --variants fp16 "${common[@]}" --users 256 --texts 1 --processes 4
 "$py" benchmarks/locust/run.py --label h200-fp16-8texts --variants fp16 "${common[@]}" --users 128 --texts 8 --processes 4
 if [ "${ALL_VARIANTS:-1}" != 0 ]; then  # every shipped variant at once on CUDA: per-variant figures

@@ -14,7 +14,7 @@ python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implement
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$tmp" \
   fastapi==0.165.0 "uvicorn[standard]==0.54.0" "pydantic>=2.9" pydantic-settings==2.16.3 \
-  prometheus-client==0.26.0 locust==2.47.0
+  prometheus-client==0.26.0 locust==2.47.0 pysbd==0.3.4
 project() { basename "$1" | sed -E 's/-[0-9].*//' | tr 'A-Z_.' 'a-z--'; }
 have=" $(for w in "$dest"/*.whl; do [ -e "$w" ] || continue; project "$w"; done | tr '\n' ' ') "
 skip=" pytest pluggy iniconfig packaging pygments numpy "

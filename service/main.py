@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from . import errors, openapi
+from . import errors, openapi, segments
 from .metrics import Metrics
 from .middleware import BodyGuard, CountRequests
 from .registry import Lister, Loader, VariantRegistry
@@ -33,6 +33,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = (registry_factory or VariantRegistry)(settings, metrics, loader, lister)
+        segments.ready()  # a missing dependency: fail now, not on the first paragraph
         registry.discover()  # bad settings or no exports: fail now, before serving anything
         app.state.registry = registry
         preload = asyncio.create_task(registry.preload(), name="preload")  # /healthz answers meanwhile

@@ -43,6 +43,18 @@ def _segmenter():  # noqa: ANN202 (pysbd is untyped)
     return pysbd.Segmenter(language="en", clean=False)
 
 
+def ready() -> None:
+    """Build the segmenter now (start-up), so a missing pysbd stops the service with the fix instead of
+    answering 500 to the first multi-sentence text."""
+    from .registry import StartupError
+
+    try:
+        _segmenter()
+    except ImportError as e:
+        raise StartupError(f"sentence segmentation needs pysbd ({e}); install the service's dependencies: "
+                           "pip install '.[service]'") from None
+
+
 def sentences(text: str) -> list[str]:
     """The sentences of ``text``, each with the whitespace that follows it (their concatenation is ``text``
     up to leading whitespace)."""
