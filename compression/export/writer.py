@@ -162,7 +162,7 @@ def _check_loads(directory: Path) -> None:
 def export_model(model, tokenizer_file: Path, out_dir: Path | str, meta: dict[str, Any],
                  config: ExportConfig = ExportConfig()) -> dict[str, Any]:
     """A PyTorch ``Transformer`` with dense weights."""
-    weights = DenseWeights(state_arrays(model), untie=config.precision == "int8")
+    weights = DenseWeights(state_arrays(model))
     return export_weights(model.cfg, weights, tokenizer_file, out_dir, meta, config)
 
 
@@ -210,7 +210,7 @@ def read_weights(source: Path, config: ExportConfig) -> tuple[WeightSource, Any,
     """(weight source, ModelConfig, storage) of a checkpoint or a compact variant directory."""
     from compression.train.model import ModelConfig
 
-    untie = config.precision == "int8"  # the quantizer needs plain initializers
+    dense = config.precision == "int8"  # int8 graphs are built from dense arrays (int8_models)
     variant_file = source / "variant.json"
     if variant_file.exists():
         from compression.runtime import compact
@@ -219,13 +219,13 @@ def read_weights(source: Path, config: ExportConfig) -> tuple[WeightSource, Any,
         cfg = ModelConfig.from_dict(json.loads(variant_file.read_text())["model"])
         records = compact.read_tensors(source)
         all_dense = all(r["kind"] == "dense" for r in records.values())
-        if config.compact and not untie and not (all_dense and config.precision == "fp32"):
+        if config.compact and not dense and not (all_dense and config.precision == "fp32"):
             return CompactWeights(records), cfg, "dense" if all_dense else "compact"
-        return DenseWeights({n: compact.dequantize(r) for n, r in records.items()}, untie=untie), cfg, "dense"
+        return DenseWeights({n: compact.dequantize(r) for n, r in records.items()}), cfg, "dense"
     from compression.train.checkpoint import load_model
 
     model, _ = load_model(source)
-    return DenseWeights(state_arrays(model), untie=untie), model.cfg, "dense"
+    return DenseWeights(state_arrays(model)), model.cfg, "dense"
 
 
 def export_model_meta(out_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:

@@ -110,13 +110,11 @@ class DenseWeights:
 
     Linear weights are stored transposed (in, out), ready for MatMul. A matrix needed both ways (the
     tied embedding: Gather rows for the input, transposed for the logits) is stored once and transposed
-    by a node that ONNX Runtime folds at load, unless ``untie`` (int8 quantization needs the MatMul's
-    weight to be an initializer itself).
+    by a node that ONNX Runtime folds at load.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], untie: bool = False):
+    def __init__(self, arrays: dict[str, np.ndarray]):
         self.arrays = arrays
-        self.untie = untie
 
     def _get(self, name: str) -> np.ndarray:
         if name not in self.arrays:
@@ -126,7 +124,7 @@ class DenseWeights:
     def matrix(self, g: Graph, name: str, transpose: bool) -> str:
         if not transpose:
             return g.const(self._get(name).astype(g.dtype), name)
-        if name in g.initializers and not self.untie:
+        if name in g.initializers:
             key = ("T", name)
             if key not in g.memo:
                 g.memo[key] = g.op("Transpose", name, perm=[1, 0])
