@@ -78,16 +78,8 @@ def write_manifest(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 def export_weights(cfg, weights: WeightSource, tokenizer_file: Path, out_dir: Path | str, meta: dict[str, Any],
                    config: ExportConfig = ExportConfig(), storage: str = "dense") -> dict[str, Any]:
-    """Write one exported variant into ``out_dir`` (replacing an older export there); returns its manifest.
+    """Write one exported variant (graph files) into ``out_dir`` through ``_write_export``; returns its manifest."""
 
-    Everything is written to a sibling ``.partial`` directory and moved into place only once the graphs
-    passed the checker and opened in ONNX Runtime: a failed export leaves the previous one intact."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / manifest_lib.MANIFEST).exists():
-        raise FileExistsError(f"{out_dir} exists and is not an export; choose another --out")
-    work = out_dir.parent / f".{out_dir.name}.partial"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     def fill(work: Path) -> None:
         if config.precision == "int8":  # per-row int8 weights, MatMulNBits: a row's result never depends on its batch
             save_models(int8_models(cfg, weights), work)
