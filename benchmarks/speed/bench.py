@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from hostinfo import cpu_name  # noqa: E402
+
 from compression.runtime.search import SearchConfig, length_batches  # noqa: E402
 from compression.train.data import load_split  # noqa: E402
 from compression.train.evaluate import bleu_chrf  # noqa: E402
@@ -201,7 +203,7 @@ def main() -> None:
         if mod in sys.modules:
             versions[mod] = sys.modules[mod].__version__
     result = {"device": args.device, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "cpu": _cpu_name(), "command": "python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
+              "cpu": cpu_name(), "command": "python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
               "loadavg_before": loadavg_before, "loadavg_after": [round(x, 2) for x in os.getloadavg()],
               "threads": args.threads, "latency_n": args.latency_n, "sentences": len(ids), "batch": args.batch,
               "versions": versions, "engines": rows}
@@ -210,15 +212,6 @@ def main() -> None:
     Path(f"{out_prefix}.md").write_text(markdown(result))
     print(markdown(result))
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from hostinfo import cpu_name  # noqa: E402
+
 ENGINES = ("torch-fp32", "ort-step-fp32", "ort-step-int8", "ort-loop-fp32", "ort-loop-int8", "ct2-fp32", "ct2-int8")
 EXPORT = {"fp32": "base", "int8": "int8"}  # export names under --export-dir
 REFERENCE = {"torch-fp32": None, "ort-step-fp32": "torch-fp32", "ort-loop-fp32": "ort-step-fp32",
@@ -194,7 +196,7 @@ def parent(args) -> None:
     except ImportError:
         pass
     result = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
-              "cpu": _cpu_name(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+              "cpu": cpu_name(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "pinned": bool(args.pin and shutil.which("taskset")), "loadavg_before": loadavg_before,
               "loadavg_after": [round(x, 2) for x in os.getloadavg()], "rounds": args.rounds,
               "latency_n": args.latency_n, "sentences": sentences, "batch": args.batch, "versions": versions, "rows": rows}
@@ -204,15 +206,6 @@ def parent(args) -> None:
     Path(f"{out}.md").write_text(markdown(result))
     print(markdown(result))
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:

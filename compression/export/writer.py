@@ -25,6 +25,7 @@ from compression.runtime import onnx_format as fmt
 from compression.runtime.catalogue import Format
 from compression.runtime.graphs import DenseWeights, WeightSource, build_decoder, build_encoder, save_models
 from compression.runtime.graphs_attention import build_attention
+from compression.runtime.graphs_int8 import graph_spec
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,6 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.precision not in fmt.PRECISIONS:
             raise ValueError(f"precision must be one of {fmt.PRECISIONS}, got {self.precision!r}")
-
-
-def graph_spec(cfg, precision: str, storage: str) -> fmt.GraphSpec:
-    return fmt.GraphSpec(
-        decoder_layers=cfg.decoder_layers, n_heads=cfg.n_heads, head_dim=cfg.d_model // cfg.n_heads,
-        vocab_size=cfg.vocab_size, max_positions=cfg.max_positions, pad_id=cfg.pad_id, eos_id=cfg.eos_id,
-        decoder_start_id=cfg.decoder_start_id, precision=precision, storage=storage,
-    )
 
 
 def state_arrays(model) -> dict[str, np.ndarray]:
@@ -128,7 +121,6 @@ def _write_export(out_dir: Path | str, fill, meta: dict[str, Any]) -> dict[str, 
 def export_stored(source: Path, out_dir: Path | str, meta: dict[str, Any]) -> dict[str, Any]:
     """A compact variant in its stored form: its weights.tzc and variant.json, the tokenizer and a spec; the
     runtime builds the graphs from them at load (compression.runtime.memory)."""
-    from compression.runtime.graphs_int8 import graph_spec as runtime_spec
     from compression.runtime.graphs_int8 import read_variant
     from compression.runtime.memory import load_memory_translator
 
@@ -136,7 +128,7 @@ def export_stored(source: Path, out_dir: Path | str, meta: dict[str, Any]) -> di
         for name in (*fmt.STORED_FILES, fmt.TOKENIZER_FILE):
             shutil.copyfile(source / name, work / name)
         cfg, _ = read_variant(work)
-        runtime_spec(cfg, "fp32").save(work)
+        graph_spec(cfg, "fp32").save(work)
         manifest_lib.write(work, {})  # provisional, so the load check can verify the files
         load_memory_translator(work).translate(["A dog."])
 

@@ -371,11 +371,12 @@ def _share_initializers(model: onnx.ModelProto, arrays: dict[str, np.ndarray], m
     return model
 
 
-def graph_spec(cfg, precision: str) -> fmt.GraphSpec:
+def graph_spec(cfg, precision: str, storage: str = "stored") -> fmt.GraphSpec:
+    """What the runtime must know about the graphs of a model config (shape, special tokens, form)."""
     return fmt.GraphSpec(
         decoder_layers=cfg.decoder_layers, n_heads=cfg.n_heads, head_dim=cfg.d_model // cfg.n_heads,
         vocab_size=cfg.vocab_size, max_positions=cfg.max_positions, pad_id=cfg.pad_id, eos_id=cfg.eos_id,
-        decoder_start_id=cfg.decoder_start_id, precision=precision, storage="stored")
+        decoder_start_id=cfg.decoder_start_id, precision=precision, storage=storage)
 
 
 def embed_weights(model: bytes, arrays: dict[str, np.ndarray]) -> onnx.ModelProto:

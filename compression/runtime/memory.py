@@ -160,4 +160,4 @@ def memory_attention_model(directory: Path, sessions: SessionFactory) -> bytes:
     cfg, records = read_variant(directory)
     form = "fp16" if weight_form(sessions) == "fp16" else "fp32"
     graphs = build_runtime_graphs(cfg, records, form, files=(fmt.ATTENTION_FILE,))
-    return SharedWeights(graphs).embedded(graphs.models[fmt.ATTENTION_FILE])
+    return embed_weights(graphs.models[fmt.ATTENTION_FILE], graphs.arrays).SerializeToString()
