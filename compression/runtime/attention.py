@@ -15,7 +15,7 @@ import numpy as np
 from compression.runtime import manifest as manifest_lib
 from compression.runtime import onnx_format as fmt
 from compression.runtime.attention_maps import KINDS, AttentionMaps, Shape, sentence_maps, with_eos
-from compression.runtime.catalogue import Format, is_exported
+from compression.runtime.catalogue import require_exported
 from compression.runtime.sessions import SessionFactory
 from compression.runtime.tokenizer import Tokenizer
 
@@ -28,10 +28,7 @@ class OnnxAttention:
     """An ``AttentionSource`` over an exported variant directory (CPU: one sentence at a time is cheap)."""
 
     def __init__(self, directory: Path | str, sessions: SessionFactory | None = None):
-        directory = Path(directory)
-        if not is_exported(directory):
-            raise FileNotFoundError(f"{directory} is not an exported ONNX variant (no {Format.ONNX} manifest); "
-                                    "run `python -m compression export` first")
+        directory = require_exported(directory)
         man = manifest_lib.read(directory)
         self.name = str(man.get("name"))
         sessions = sessions or SessionFactory()

@@ -100,6 +100,15 @@ def is_exported(directory: Path | str) -> bool:
     return format_of(directory) == Format.ONNX
 
 
+def require_exported(directory: Path | str) -> Path:
+    """``directory`` as a Path, or FileNotFoundError naming the fix when it is not an export."""
+    directory = Path(directory)
+    if not is_exported(directory):
+        raise FileNotFoundError(f"{directory} is not an exported ONNX variant (no {Format.ONNX} manifest); "
+                                "run `python -m compression export` first")
+    return directory
+
+
 def list_exported(root: Path | str | None = None) -> list[dict[str, Any]]:
     return scan(root if root is not None else export_root(), [Format.ONNX])
 

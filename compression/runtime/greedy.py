@@ -19,7 +19,7 @@ import numpy as np
 
 from compression.runtime import manifest as manifest_lib
 from compression.runtime import onnx_format as fmt
-from compression.runtime.catalogue import Format, is_exported
+from compression.runtime.catalogue import require_exported
 from compression.runtime.graphs_greedy import GREEDY_OUTPUT, build_greedy
 from compression.runtime.search import LengthBatchedTranslator, SearchConfig, pad_batch
 from compression.runtime.sessions import SessionFactory, cuda_fallback_reason
@@ -41,11 +41,8 @@ class GreedyLoopTranslator(LengthBatchedTranslator):
     backend = "onnx-loop"
 
     def __init__(self, directory: Path | str, sessions: SessionFactory | None = None):
-        directory = Path(directory)
+        directory = require_exported(directory)
         sessions = sessions or SessionFactory()
-        if not is_exported(directory):
-            raise FileNotFoundError(f"{directory} is not an exported ONNX variant (no {Format.ONNX} manifest); "
-                                    "run `python -m compression export` first")
         self.manifest = manifest_lib.verify(directory)
         self.directory, self.factory = directory, sessions
         self.spec = fmt.GraphSpec.load(directory)

@@ -146,11 +146,8 @@ class OnnxTranslator(LengthBatchedTranslator):
     directory: Path | None  # None when the graphs were built in memory (compression.runtime.memory)
 
     def __init__(self, directory: Path | str, sessions: SessionFactory | None = None):
-        directory = Path(directory)
+        directory = catalogue.require_exported(directory)
         sessions = sessions or SessionFactory()
-        if not catalogue.is_exported(directory):
-            raise FileNotFoundError(f"{directory} is not an exported ONNX variant (no {catalogue.Format.ONNX} manifest); "
-                                    "run `python -m compression export` first")
         # every byte is checked before ONNX Runtime reads any of it
         self.manifest = manifest_lib.verify(directory)
         self.directory = directory
