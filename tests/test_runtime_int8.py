@@ -8,7 +8,7 @@ import pytest
 
 from compression.runtime import compact
 from compression.runtime import onnx_format as fmt
-from compression.runtime.graphs_int8 import MATMULS, build_runtime_graphs, int8_matrix, model_config
+from compression.runtime.graphs_int8 import MATMULS, build_runtime_graphs, int8_matrix
 from compression.runtime.memory import MemoryOptions, MemoryTranslator
 from compression.runtime.sessions import SessionFactory
 from tests.onnx_fixtures import SOURCES, tiny_model_and_tokenizer
@@ -82,7 +82,7 @@ def tiny():
                              "codes": codes, "codebook": book}
         else:
             records[name] = {"kind": "dense", "shape": list(a.shape), "array": a}
-    return load_records_model(records, model.cfg), tok, model_config(model.cfg.to_dict()), records
+    return load_records_model(records, model.cfg), tok, model.cfg, records
 
 
 def on_grid_model(records: dict, cfg, qmax: int):

@@ -308,7 +308,7 @@ def read_variant(directory: Path | str) -> tuple[Any, dict[str, dict]]:
     directory = Path(directory)
     if (directory / "variant.json").exists():
         info = json.loads((directory / "variant.json").read_text())
-        return model_config(info["model"]), compact.read_tensors(directory)
+        return ModelConfig.from_dict(info["model"]), compact.read_tensors(directory)
     from safetensors.numpy import load_file
 
     records = {}
@@ -318,11 +318,7 @@ def read_variant(directory: Path | str) -> tuple[Any, dict[str, dict]]:
                 records[name] = {"kind": "dense", "shape": list(a.shape), "array": a}
     if not records:
         raise FileNotFoundError(f"{directory} holds neither variant.json nor *.safetensors: not a model or variant")
-    return model_config(json.loads((directory / "config.json").read_text())["model"]), records
-
-
-def model_config(d: dict[str, Any]) -> ModelConfig:
-    return ModelConfig.from_dict(d)
+    return ModelConfig.from_dict(json.loads((directory / "config.json").read_text())["model"]), records
 
 
 BUILDERS = {fmt.ENCODER_FILE: build_encoder, fmt.DECODER_FILE: build_decoder, fmt.ATTENTION_FILE: build_attention}
