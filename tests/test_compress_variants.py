@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,3 +108,29 @@ def test_compress_and_report_clis(tmp_path, tiny_model, base_dir, capsys):
     assert main(["report", "--root", str(tmp_path / "models"), "--out", str(tmp_path / "bench")]) == 0
     assert (tmp_path / "bench" / "bleu_vs_ratio.png").stat().st_size > 1000
     assert "kmeans-4bit" in (tmp_path / "bench" / "report.md").read_text()
+
+
+def test_a_variant_continued_from_its_own_weights_starts_as_itself(tmp_path, tiny_model, base_dir, capsys):
+    """`init`: the student starts from a variant's dequantised weights (the teacher stays the base); pruned
+    and quantised from the start, it has the variant's masks, codebooks and codes at step 0 (centroids to float32 rounding of the re-run means)."""
+    from compression.__main__ import main
+
+    first, records, _ = make_variant(tmp_path, tiny_model, base_dir, "deep-compression")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'name = "dc-c"\ninit = "{first}"\n[method]\ntype = "deep"\nsparsity = 0.8\nbits = 2\n'
+                   'prune_end = 0.0\nquantize_from = 0.0\n')
+    out = tmp_path / "continued"
+    assert main(["compress", "--config", str(cfg), "--base", str(base_dir), "--out", str(out), "--no-eval",
+                 "--device", "cpu"]) == 0
+    again = compact.read_tensors(out)
+    assert set(again) == set(records)
+    for n, r in records.items():
+        if r["kind"] == "sparse":
+            assert (again[n]["indices"] == r["indices"]).all() and (again[n]["codes"] == r["codes"]).all()
+        np.testing.assert_allclose(compact.dequantize(again[n]), compact.dequantize(r), rtol=1e-5, atol=0,
+                                   err_msg=n)
+    other = tiny_model.cfg.__class__(**{**tiny_model.cfg.to_dict(), "ffn_dim": tiny_model.cfg.ffn_dim * 2})
+    from compression.train.model import Transformer
+
+    with pytest.raises(ValueError, match="continue only from a variant of this base"):
+        compress(tiny_model, VariantConfig(name="x", method=CONFIGS["deep-compression"]), init=Transformer(other))

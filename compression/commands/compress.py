@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from compression.compress.pipeline import VariantConfig, compress
-    from compression.compress.variants import evaluate_variant, finalize, resolve, write_variant
+    from compression.compress.variants import evaluate_variant, finalize, load_variant, resolve, write_variant
     from compression.runtime.catalogue import MODELS_ROOT
     from compression.train.checkpoint import load_model
 
@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     model, tok = load_model(base_dir, device)
     history: list = []
-    records = compress(model, cfg, tok, device, history)
+    init = load_variant(resolve(cfg.init), device)[0] if cfg.init else None  # sha256-checked
+    records = compress(model, cfg, tok, device, history, init)
     write_variant(out, records, cfg, base_dir)
     seconds = round(time.time() - t0, 1)
     if args.log:

@@ -42,6 +42,9 @@ class VariantConfig(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="the variant's name, e.g. kmeans-2bit")
     description: str = ""
     base: str = Field("models/base", description="base model directory (relative to the repository root)")
+    init: str | None = Field(
+        None, description="a variant directory whose weights start the student (to continue an earlier "
+        "retraining); the teacher stays `base`. None: the student starts as a copy of the base")
     method: MethodConfig
     finetune: FinetuneConfig | None = Field(None, description="retraining schedule; none = post-training")
     dense_dtype: Literal["float16", "float32"] = Field(
@@ -83,11 +86,16 @@ def compress(
     tokenizer: Tokenizer | None = None,
     device: str | torch.device = "cpu",
     log: list | None = None,
+    init: Transformer | None = None,
 ) -> dict[str, dict]:
-    """Compress a copy of ``model`` (post-training, or retrained with distillation from ``model``)."""
+    """Compress a copy of ``model`` (post-training, or retrained with distillation from ``model``); with
+    ``init`` (e.g. an earlier variant's dequantised model), the student starts from ``init``'s weights."""
     device = torch.device(device)
     teacher = model.to(device).eval()
-    student = copy.deepcopy(teacher)
+    if init is not None and init.cfg != model.cfg:
+        raise ValueError(f"init model's shape {init.cfg} differs from the base model's {model.cfg}; "
+                         "continue only from a variant of this base")
+    student = copy.deepcopy(init if init is not None else teacher).to(device)
     names = compressible(student)
     weights = {n: student.get_parameter(n).data for n in names}
     method = build_method(config.method, weights).to(device)
