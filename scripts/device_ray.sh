@@ -99,7 +99,8 @@ gpus=$([ "$device" = cuda ] && echo 0.25 || echo 0)
 # the batching settings of the single-process GPU run (benchmarks/locust/gpu)
 common=(--server ray --time "$secs" --out "$res" --ready-timeout 300 --users 256 --texts 1 --processes 4
         --env "TZIP_DEVICE=$device" --env "TZIP_MODEL_ROOT=$root" --env TZIP_DEFAULT_VARIANT=fp16
-        --env TZIP_MAX_BATCH_SIZE=256 --env TZIP_MAX_WAIT_MS=5 --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2
+        --env TZIP_MAX_BATCH_SIZE=256 --env "TZIP_MAX_BATCH_ROWS=${MAX_BATCH_ROWS:-256}" --env TZIP_MAX_WAIT_MS=5
+        --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2
         --env TZIP_RAY_REPLICAS=4 --env "TZIP_RAY_REPLICA_GPUS=$gpus" --env TZIP_RAY_REPLICA_CPUS=2
         --env TZIP_RAY_INGRESS_REPLICAS=4 --env TZIP_RAY_INGRESS_CPUS=1 --env TZIP_RAY_MODELS_PER_REPLICA=11
         --env TZIP_MEMORY_BUDGET_MB=8192)
