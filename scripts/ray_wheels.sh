@@ -15,7 +15,7 @@ python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implement
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$tmp" \
   "ray[serve]==2.60.0" fastapi==0.165.0 "uvicorn[standard]==0.54.0" pydantic-settings==2.16.3 \
-  prometheus-client==0.26.0 locust==2.47.0
+  prometheus-client==0.26.0 locust==2.47.0 pysbd==0.3.4
 project() { basename "$1" | sed -E 's/-[0-9].*//' | tr 'A-Z_.' 'a-z--'; }
 skip=" numpy protobuf filelock jinja2 markupsafe typing-extensions packaging pytest pluggy iniconfig pygments "
 for w in "$tmp"/*.whl; do
