@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Load test of the Ray Serve deployment (service/ray_serve.py) on the H200: translator replicas share the one GPU,
-# locust on the same machine, one sentence per request. Runs (SECONDS_PER_RUN each, default 45):
-#   h200-ray-fp16-1text      the fp16 variant, 256 users            target >= 2,000 sentences/s, p95 <= 250 ms, 0 failures
-#   h200-ray-11variants      all 11 exports round-robin, 256 users  target >= 1,500 sentences/s
-# both behind HAProxy (make serve-ray's default), and with PYPROXY=1 (the default) both again behind Serve's Python
-# proxy (RAY_SERVE_ENABLE_HA_PROXY=0), labels ending -pyproxy. About 8 minutes with the export.
+# locust on the same machine, one sentence per request, 256 users, SECONDS_PER_RUN each (default 45). RUNS picks them
+# (default "fp16-r4 all-r4"):
+#   fp16-rN   the fp16 variant on N translator replicas (1/N of the GPU each)  target >= 2,000 sentences/s, p95 <= 250 ms
+#   all-rN    all 11 exports round-robin on N replicas                          target >= 1,500 sentences/s
+#   single    the single-process service (python -m service), same batching settings: the baseline
+# behind HAProxy (make serve-ray's default); PYPROXY=1 puts Serve's Python proxy in front instead. ~1.5 min per run.
 #
 # The device has Python 3.12, torch, numpy, onnx (protobuf), sentencepiece, pytest; onnxruntime-gpu is unpacked
 # into /tmp/site (shared docs/gpu.md). Wheels to carry (cp312 manylinux x86_64 or pure; scripts/ray_wheels.sh
@@ -94,25 +95,32 @@ all=$("$py" -c "import sys; from compression.runtime.catalogue import list_expor
 echo "variants: $all"
 res=runs/locust-ray
 rm -rf "$res" && mkdir -p "$res"
-gpus=$([ "$device" = cuda ] && echo 0.25 || echo 0)
-# 4 translator replicas on the GPU (a quarter each, 2 CPUs each), 4 ingress replicas for HTTP parsing;
-# the batching settings of the single-process GPU run (benchmarks/locust/gpu)
-common=(--server ray --time "$secs" --out "$res" --ready-timeout 300 --users 256 --texts 1 --processes 4
-        --env "TZIP_DEVICE=$device" --env "TZIP_MODEL_ROOT=$root" --env TZIP_DEFAULT_VARIANT=fp16
-        --env TZIP_MAX_BATCH_SIZE=256 --env "TZIP_MAX_BATCH_ROWS=${MAX_BATCH_ROWS:-256}" --env TZIP_MAX_WAIT_MS=5
-        --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2
-        --env TZIP_RAY_REPLICAS=4 --env "TZIP_RAY_REPLICA_GPUS=$gpus" --env TZIP_RAY_REPLICA_CPUS=2
-        --env TZIP_RAY_INGRESS_REPLICAS=4 --env TZIP_RAY_INGRESS_CPUS=1 --env TZIP_RAY_MODELS_PER_REPLICA=11
-        --env TZIP_MEMORY_BUDGET_MB=8192)
-run_pair() {  # $1: label suffix, then extra run.py arguments
-  local suffix=$1; shift
-  "$py" benchmarks/locust/run.py --label "h200-ray-fp16-1text$suffix" --variants fp16 "${common[@]}" "$@" || true
-  "$py" benchmarks/locust/run.py --label "h200-ray-11variants$suffix" --variants "$all" "${common[@]}" "$@" || true
+# RUNS (default "fp16-r4 all-r4"): fp16-rN = the fp16 variant on N translator replicas sharing the GPU (1/N each,
+# 2 CPUs each), all-rN = every export round-robin on N replicas, single = the single-process service, same batching
+# settings (the baseline). 4 ingress replicas parse HTTP; the batching settings of the single-process GPU run
+# (benchmarks/locust/gpu).
+batching=(--env "TZIP_DEVICE=$device" --env "TZIP_MODEL_ROOT=$root" --env TZIP_DEFAULT_VARIANT=fp16
+          --env TZIP_MAX_BATCH_SIZE=256 --env "TZIP_MAX_BATCH_ROWS=${MAX_BATCH_ROWS:-256}" --env TZIP_MAX_WAIT_MS=5
+          --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2 --env TZIP_MEMORY_BUDGET_MB=8192)
+load=(--time "$secs" --out "$res" --ready-timeout 300 --users 256 --texts 1 --processes 4)
+ray_env() {  # $1: translator replicas
+  local gpus
+  gpus=$([ "$device" = cuda ] && "$py" -c "print(round(1 / $1, 3))" || echo 0)
+  echo --server ray --env "TZIP_RAY_REPLICAS=$1" --env "TZIP_RAY_REPLICA_GPUS=$gpus" --env TZIP_RAY_REPLICA_CPUS=2 \
+       --env TZIP_RAY_INGRESS_REPLICAS=4 --env TZIP_RAY_INGRESS_CPUS=1 --env TZIP_RAY_MODELS_PER_REPLICA=11
 }
-run_pair ""
-if [ "${PYPROXY:-1}" != 0 ]; then
-  run_pair "-pyproxy" --env RAY_SERVE_ENABLE_HA_PROXY=0
-fi
+extra=()  # PYPROXY=1: Serve's Python proxy instead of HAProxy
+[ "${PYPROXY:-0}" = 1 ] && extra=(--env RAY_SERVE_ENABLE_HA_PROXY=0)
+for run in ${RUNS:-fp16-r4 all-r4}; do
+  case "$run" in
+    single) "$py" benchmarks/locust/run.py --label h200-single-fp16-1text --variants fp16 "${batching[@]}" "${load[@]}" || true ;;
+    fp16-r*) "$py" benchmarks/locust/run.py --label "h200-ray-fp16-1text-${run#fp16-}" --variants fp16 "${batching[@]}" \
+               "${load[@]}" $(ray_env "${run#fp16-r}") ${extra[@]+"${extra[@]}"} || true ;;
+    all-r*) "$py" benchmarks/locust/run.py --label "h200-ray-11variants-${run#all-}" --variants "$all" "${batching[@]}" \
+              "${load[@]}" $(ray_env "${run#all-r}") ${extra[@]+"${extra[@]}"} || true ;;
+    *) echo "unknown run $run (single, fp16-rN, all-rN)"; exit 2 ;;
+  esac
+done
 "$py" benchmarks/locust/run.py --report "$res"
 cp "$res/results.md" "$out/results.md"
 tar -czf "$out/locust_ray.tar.gz" -C runs locust-ray
