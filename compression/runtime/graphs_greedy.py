@@ -234,26 +234,25 @@ def build_greedy(directory: Path | str, shrink: bool = True) -> onnx.ModelProto:
         inits.append(numpy_helper.from_array(np.asarray(value), G + label))
         return G + label
 
-    i64 = {"dtype": np.int64}
     nodes = [
         helper.make_node("Shape", ["limits"], [f"{G}rows"]),  # (1,) = B
         helper.make_node("Squeeze", [f"{G}rows"], [f"{G}n"]),
-        helper.make_node("Expand", [const(np.array([spec.decoder_start_id], **i64), "start"), f"{G}rows"], [f"{G}last0"]),
+        helper.make_node("Expand", [const(np.array([spec.decoder_start_id], dtype=np.int64), "start"), f"{G}rows"], [f"{G}last0"]),
         helper.make_node("Expand", [const(np.array([False]), "false"), f"{G}rows"], [f"{G}finished0"]),
-        helper.make_node("Expand", [const(np.array([spec.eos_id], **i64), "eos"), f"{G}rows"], [f"{G}eos_rows"]),
-        helper.make_node("Range", [const(np.array(0, **i64), "zero"), f"{G}n", const(np.array(1, **i64), "one")],
+        helper.make_node("Expand", [const(np.array([spec.eos_id], dtype=np.int64), "eos"), f"{G}rows"], [f"{G}eos_rows"]),
+        helper.make_node("Range", [const(np.array(0, dtype=np.int64), "zero"), f"{G}n", const(np.array(1, dtype=np.int64), "one")],
                          [f"{G}rowmap0"]),
-        helper.make_node("Concat", [f"{G}rows", const(np.array([spec.n_heads, 0, spec.head_dim], **i64), "hpd")],
+        helper.make_node("Concat", [f"{G}rows", const(np.array([spec.n_heads, 0, spec.head_dim], dtype=np.int64), "hpd")],
                          [f"{G}empty_shape"], axis=0),
         helper.make_node("ConstantOfShape", [f"{G}empty_shape"], [f"{G}empty"],  # the zero-length cache (B, H, 0, Dh)
                          value=numpy_helper.from_array(np.zeros(1, dtype=spec.float_dtype))),
         helper.make_node("ReduceMax", ["limits"], [f"{G}steps"], keepdims=0),
     ]
     const(np.array(True), "true")
-    t0 = const(np.array(0, **i64), "t0")
+    t0 = const(np.array(0, dtype=np.int64), "t0")
     past0 = [f"{G}empty"] * (2 * L)
     if shrink:
-        nodes.append(helper.make_node("Concat", [const(np.array([0], **i64), "zero1"), f"{G}rows"], [f"{G}tokens_shape"], axis=0))
+        nodes.append(helper.make_node("Concat", [const(np.array([0], dtype=np.int64), "zero1"), f"{G}rows"], [f"{G}tokens_shape"], axis=0))
         nodes.append(helper.make_node("ConstantOfShape", [f"{G}tokens_shape"], [f"{G}tokens0"],  # (0, B)
                                       value=numpy_helper.from_array(np.zeros(1, dtype=np.int64))))
         state0 = [t0, f"{G}last0", f"{G}finished0", f"{G}rowmap0", *_fixed_names(spec), *past0, f"{G}tokens0"]
