@@ -158,7 +158,8 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         c8, same = ct2(r, "int8"), ct2(r, r["engine"].rpartition("-")[2])
         ort = r["engine"].startswith("ort")
-        cells = [r["engine"], r["threads"], r.get("split", "intra") if ort else "", r["spin"] if ort else "",
+        cells = [r["engine"], r["threads"], r.get("split", "intra") if ort else "",
+                 r["spin"] if ort and r.get("split") != "groups" else "",
                  f"{r['latency_ms']:.2f} [{min(r['latency_all']):.1f}-{max(r['latency_all']):.1f}]",
                  f"{r['sent_s']:.1f} [{min(r['sent_s_all']):.0f}-{max(r['sent_s_all']):.0f}]",
                  f"{r['sent_s'] / c8['sent_s']:.2f}" if c8 else "",
@@ -178,9 +179,11 @@ def parent(args) -> None:
     if any(e.startswith("ct2") for e in engines):
         ensure_ct2(Path(args.ct2_dir))
     splits = args.split.split(",")
-    configs = [(e, t, s, p) for t in threads for e in engines
-               for s in (spins if e.startswith("ort") else spins[:1])
-               for p in (splits if e.startswith("ort-loop") and t > 1 else splits[:1])]
+    configs = []  # (engine, threads, spin, split): spin only matters to intra-op threads, split only to Loop engines
+    for t in threads:
+        for e in engines:
+            for p in (splits if e.startswith("ort-loop") and t > 1 else ["intra"]):
+                configs += [(e, t, s, p) for s in (spins if e.startswith("ort") and p == "intra" and t > 1 else spins[:1])]
     runs: dict[tuple, list[dict]] = {c: [] for c in configs}
     loadavg_before = [round(x, 2) for x in os.getloadavg()]
     for rnd in range(args.rounds):
