@@ -174,7 +174,10 @@ class VariantRegistry:
                 f"TZIP_MEMORY_BUDGET_MB={s.memory_budget_mb:g}; raise the budget"
             )
         self.metrics.budget.set(self.memory.budget)
-        self.sessions = SessionFactory(resolve_device(s.device), s.session_threads, s.ort_spin, cpu_arena=s.ort_cpu_arena)
+        device = resolve_device(s.device)
+        groups = s.session_threads if device == "cpu" and s.ort_row_groups else 1  # CUDA: one call per batch
+        self.sessions = SessionFactory(device, s.session_threads // groups, s.ort_spin, cpu_arena=s.ort_cpu_arena,
+                                       workers=groups)
         log.info("variants under %s: %s (default %s, device %s)", root, ", ".join(self.names), self.default, self.device)
 
     @property
@@ -360,7 +363,7 @@ class VariantRegistry:
                     async with self._budget_lock:
                         await self._reserve(v, expected)
                     before = await asyncio.to_thread(self.memory.measure)
-                    v.attention = await asyncio.to_thread(OnnxAttention, Path(v.manifest["path"]), self.sessions)
+                    v.attention = await asyncio.to_thread(OnnxAttention, Path(v.manifest["path"]), self.sessions.intra())
                     after = await asyncio.to_thread(self.memory.measure)
                 grew = after - before if before is not None and after is not None else expected
                 v.resident = (v.resident or 0) + max(v.model_bytes, grew)

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     ort_threads: int = Field(
         0, ge=0, le=256, description="ONNX Runtime intra-op threads per session; 0: the cores, split over the inference threads"
     )
+    ort_row_groups: bool = Field(
+        True, description="on the CPU, split each greedy batch into one group of rows per ONNX Runtime thread, "
+        "decoded by single-threaded session calls at once, instead of one call with that many intra-op threads "
+        "(benchmarks/speed/README.md); beam search and stored variants keep intra-op threads"
+    )
     ort_cpu_arena: bool = Field(
         False, description="ONNX Runtime's CPU memory arena; off, a large request's memory is given back "
         "afterwards (benchmarks/soak/arena.json)"

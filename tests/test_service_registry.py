@@ -175,3 +175,17 @@ def test_a_truncated_onnx_file_is_listed_broken_before_any_request(writable_root
             threading.Event().wait(0.02)
         assert listed["tiny-int8"]["state"] == "broken" and "sha256" in listed["tiny-int8"]["error"]
         assert c.post("/translate?variant=tiny-int8", json={"text": "A"}).status_code == 503
+
+
+def test_on_the_cpu_the_loaded_translator_decodes_row_groups_of_one_thread_each(variants_root):
+    from compression.runtime.greedy import GreedyLoopTranslator
+    from compression.runtime.sessions import SessionFactory
+
+    with running(make_app(variants_root, device="cpu", ort_threads=3)) as client:
+        registry = client.app.state.registry
+        assert (registry.sessions.threads, registry.sessions.workers) == (1, 3)
+        assert client.post("/translate", json={"texts": ["A dog runs.", "Two men."]}).status_code == 200
+        translator = registry.resolve(None).translator
+        assert isinstance(translator, GreedyLoopTranslator) and translator.workers == 3
+    with running(make_app(variants_root, device="cpu", ort_threads=3, ort_row_groups=False)) as client:
+        assert client.app.state.registry.sessions == SessionFactory("cpu", 3, False, cpu_arena=False)

@@ -2,12 +2,18 @@
 
     python benchmarks/speed/engines.py --threads 1,2 --rounds 3      # -> benchmarks/speed/engines_cpu.{json,md}
     python benchmarks/speed/engines.py --engines ort-loop-int8,ct2-int8 --threads 2 --spin 0,1
+    python benchmarks/speed/engines.py --engines ort-loop-int8,ct2-int8 --threads 1,2,4 --split groups,intra
 
 Every measurement is a fresh subprocess (``--child``) that loads one engine, warms it up and measures
 it, so no engine inherits another's thread pools, allocator state or CTranslate2's global settings.
 Rounds are interleaved (round 1 of every engine, then round 2, ...) and each figure is the median
 over rounds; the load average is recorded beside every child. Pinned with ``taskset -c 0..threads-1``
 when taskset exists (``--no-pin`` to leave it).
+
+ONNX Runtime's T threads are used one of two ways (``--split``): ``intra``, one session call per batch with T
+intra-op threads; ``groups``, T single-threaded calls at once, each on its own group of the batch's rows
+(``SessionFactory(threads=1, workers=T)``; only the Loop engines have row groups: the step-wise ones
+always run ``intra``).
 
 Per engine, test_2016_flickr, greedy, each sentence's own limit min(max_len, int(1.5 * src_len + 10)):
 - batch-1 latency: the first --latency-n sentences one at a time; median ms per sentence;
@@ -44,7 +50,7 @@ REFERENCE = {"torch-fp32": None, "ort-step-fp32": "torch-fp32", "ort-loop-fp32":
 
 
 # -- the child: one engine, one measurement ------------------------------------------------------------
-def load_engine(name: str, threads: int, export_dir: Path, ct2_dir: Path, spin: bool = True):
+def load_engine(name: str, threads: int, export_dir: Path, ct2_dir: Path, spin: bool = True, split: str = "intra"):
     """A function list of source id lists -> list of output id lists (greedy), and the tokenizer."""
     from compression.runtime.search import SearchConfig
 
@@ -66,7 +72,9 @@ def load_engine(name: str, threads: int, export_dir: Path, ct2_dir: Path, spin: 
         from compression.runtime.translator import OnnxTranslator
 
         cls = OnnxTranslator if kind == "ort-step" else GreedyLoopTranslator
-        tr = cls(export_dir / EXPORT[precision], SessionFactory(threads=threads, spin=spin))
+        groups = split == "groups" and kind == "ort-loop"
+        factory = SessionFactory(threads=1, workers=threads) if groups else SessionFactory(threads=threads, spin=spin)
+        tr = cls(export_dir / EXPORT[precision], factory)
         return (lambda ids: tr.translate_ids(ids, cfg)), tr.tokenizer
     if kind == "ct2":
         from ct2_model import Ct2Translator
@@ -84,7 +92,7 @@ def child(args) -> None:
     from compression.train.data import load_split
 
     fn, tok = load_engine(args.child, int(args.threads), Path(args.export_dir), Path(args.ct2_dir),
-                          os.environ.get("TZIP_BENCH_SPIN", "1") != "0")
+                          os.environ.get("TZIP_BENCH_SPIN", "1") != "0", args.split)
     ids = tok.encode([s for s, _ in load_split("test_2016_flickr")[: args.throughput_n]])
     load_before = os.getloadavg()[0]
     fn(ids[:8])
@@ -106,8 +114,9 @@ def child(args) -> None:
 
 
 # -- the parent: interleaved rounds of children ----------------------------------------------------------
-def run_child(engine: str, threads: int, spin: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", engine, "--threads", str(threads), "--latency-n", str(args.latency_n),
+def run_child(engine: str, threads: int, spin: int, split: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", engine, "--threads", str(threads), "--split", split,
+           "--latency-n", str(args.latency_n),
            "--throughput-n", str(args.throughput_n), "--batch", str(args.batch), "--export-dir", args.export_dir,
            "--ct2-dir", args.ct2_dir]
     if args.pin and shutil.which("taskset"):
@@ -140,17 +149,22 @@ def markdown(result: dict) -> str:
              f"test_2016_flickr, greedy. Latency: median ms/sentence over the first {result['latency_n']} sentences at "
              f"batch 1. Throughput: {result['sentences']} sentences in length-sorted batches of {result['batch']}. "
              f"Medians over {result['rounds']} interleaved rounds (each a fresh process); min-max in brackets.", "",
-             "| engine | threads | spin | batch-1 ms | batch-32 sent/s | sent/s / CT2 int8 | ms / CT2 int8 "
-             "| identical (reference) | load1 during |", "|---|---|---|---|---|---|---|---|---|"]
+             "| engine | threads | split | spin | batch-1 ms | batch-32 sent/s | sent/s / CT2 int8 | ms / CT2 int8 "
+             "| sent/s / CT2 same precision | identical (reference) | load1 during |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ct2(r: dict, precision: str) -> dict | None:
+        return next((c for c in result["rows"] if c["engine"] == f"ct2-{precision}" and c["threads"] == r["threads"]), None)
+
     for r in result["rows"]:
-        ct2 = next((c for c in result["rows"] if c["engine"] == "ct2-int8" and c["threads"] == r["threads"]
-                    and c["spin"] == r["spin"]), None) or next(
-            (c for c in result["rows"] if c["engine"] == "ct2-int8" and c["threads"] == r["threads"]), None)
-        cells = [r["engine"], r["threads"], r["spin"] if r["engine"].startswith("ort") else "",
+        c8, same = ct2(r, "int8"), ct2(r, r["engine"].rpartition("-")[2])
+        ort = r["engine"].startswith("ort")
+        cells = [r["engine"], r["threads"], r.get("split", "intra") if ort else "",
+                 r["spin"] if ort and r.get("split") != "groups" else "",
                  f"{r['latency_ms']:.2f} [{min(r['latency_all']):.1f}-{max(r['latency_all']):.1f}]",
                  f"{r['sent_s']:.1f} [{min(r['sent_s_all']):.0f}-{max(r['sent_s_all']):.0f}]",
-                 f"{r['sent_s'] / ct2['sent_s']:.2f}" if ct2 else "",
-                 f"{r['latency_ms'] / ct2['latency_ms']:.2f}" if ct2 else "",
+                 f"{r['sent_s'] / c8['sent_s']:.2f}" if c8 else "",
+                 f"{r['latency_ms'] / c8['latency_ms']:.2f}" if c8 else "",
+                 f"{r['sent_s'] / same['sent_s']:.2f}" if same else "",
                  r.get("identical", ""), f"{min(r['load1']):.1f}-{max(r['load1']):.1f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -164,7 +178,12 @@ def parent(args) -> None:
     spins = [int(s) for s in args.spin.split(",")]
     if any(e.startswith("ct2") for e in engines):
         ensure_ct2(Path(args.ct2_dir))
-    configs = [(e, t, s) for t in threads for e in engines for s in (spins if e.startswith("ort") else spins[:1])]
+    splits = args.split.split(",")
+    configs = []  # (engine, threads, spin, split): spin only matters to intra-op threads, split only to Loop engines
+    for t in threads:
+        for e in engines:
+            for p in (splits if e.startswith("ort-loop") and t > 1 else ["intra"]):
+                configs += [(e, t, s, p) for s in (spins if e.startswith("ort") and p == "intra" and t > 1 else spins[:1])]
     runs: dict[tuple, list[dict]] = {c: [] for c in configs}
     loadavg_before = [round(x, 2) for x in os.getloadavg()]
     for rnd in range(args.rounds):
@@ -174,8 +193,8 @@ def parent(args) -> None:
             print(f"round {rnd + 1}/{args.rounds} {c}: {r['latency_ms']:.2f} ms, {r['sent_s']:.1f} sent/s, "
                   f"load {r['load1']}", file=sys.stderr, flush=True)
     rows = []
-    for (engine, t, s), rs in runs.items():
-        row = {"engine": engine, "threads": t, "spin": s,
+    for (engine, t, s, p), rs in runs.items():
+        row = {"engine": engine, "threads": t, "spin": s, "split": p if engine.startswith("ort-loop") else "intra",
                "latency_ms": statistics.median(r["latency_ms"] for r in rs), "latency_all": [r["latency_ms"] for r in rs],
                "sent_s": statistics.median(r["sent_s"] for r in rs), "sent_s_all": [r["sent_s"] for r in rs],
                "load1": [x for r in rs for x in r["load1"]], "hyps": rs[0]["hyps"]}
@@ -213,6 +232,8 @@ def main() -> None:
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts")
     ap.add_argument("--spin", default="1", help="ONNX Runtime worker spinning, comma-separated 0/1 (others ignore it)")
+    ap.add_argument("--split", default="groups", help="how ONNX Runtime Loop engines use T > 1 threads, comma-separated: "
+                    "groups (T single-threaded calls on row groups) | intra (one call, T intra-op threads)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-n", type=int, default=100)
     ap.add_argument("--throughput-n", type=int, default=1000)

@@ -1,4 +1,4 @@
-"""The whole greedy decode as one ONNX graph: an ONNX ``Loop`` over the exported decoder step.
+"""The whole greedy decode as one ONNX graph: ONNX ``Loop``s over the exported decoder step, no ``If``.
 
 ``compression.runtime.translator`` drives the one-step decoder graph from Python: one ``session.run`` per token,
 plus the NumPy search, cache bookkeeping and row selection around it. At batch 1 on a CPU that
@@ -7,26 +7,35 @@ flags and the KV cache are loop-carried values that never leave the session, and
 ``run`` whatever its length.
 
 The graph is assembled from an exported variant's own ``decoder.onnx`` (any
-precision or storage: fp32, fp16, int8 dynamic quantization, compact weights), so it computes exactly
-the same step. The loop body reproduces ``compression.runtime.search.greedy`` rule for rule:
+precision or storage: fp32, fp16, int8, compact weights), so it computes exactly
+the same step. The step reproduces ``compression.runtime.search.greedy`` rule for rule:
 
-    nxt      = argmax(log_probs)          (ArgMax: the first index on ties, as NumPy)
+    nxt      = argmax(logits)             (ArgMax: the first index on ties, as NumPy; on the logits, not the
+                                           log-probs: LogSoftmax subtracts one number per row, argmax is the same)
     nxt      = eos where finished
     finished = finished | nxt == eos | t + 1 >= limits      (limits: (B,) int64, one per sentence)
     stop when every row has finished, or after max(limits) steps
 
+Finished rows leave the batch by ``runtime.OrtStepper``'s rule (rows whose last token is not EOS, once
+they are <= 3/4 of the rows held), so every step computes the same rows as the step-wise runtime. That
+rule is the structure of the graph, two nested Loops, so no step pays for an ``If``:
+
+    outer Loop, one iteration per "phase":  keep = rows whose last token is not EOS;  Gather them
+        inner Loop, one iteration per token: the step above, until every row has finished or the
+                                             next step would shrink (live * 4 <= held * 3)
+
+(an ``If`` per step, whose keep-all branch copies the cache and encoder outputs through ``Identity``,
+cost ~20% of a step at batch 32). A batch of one never shrinks: ``build_greedy(shrink=False)`` is the
+inner Loop alone.
+
 Inputs: the encoder's outputs and ``limits`` (B,) int64; output ``tokens`` (B, T) int64, T <= max(limits),
 EOS after each sentence's end (strip at the first EOS, as ``search.greedy`` does). The decoder's
-``reorder`` Gathers (beam search) are dropped: greedy never moves rows. Finished rows leave the batch
-by ``runtime.OrtStepper``'s rule (``_shrink``), so every step computes the same rows as the step-wise
-runtime: with int8's per-tensor dynamic quantization the rows in a batch change each other's scales,
-so this is what makes int8 tokens identical too, not only fp32's.
+``reorder`` Gathers (beam search) are dropped: greedy never moves rows.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -35,7 +44,9 @@ from onnx import TensorProto, helper, numpy_helper
 from compression.runtime import onnx_format as fmt
 
 GREEDY_OUTPUT = "tokens"
-BODY_PREFIX = "step/"  # names inside the loop body: ONNX forbids shadowing an outer-scope name
+STEP = "step/"  # names inside the token loop's body: ONNX forbids shadowing an outer-scope name
+PHASE = "phase/"  # ... and inside the phase loop's body
+OUTER = "g/"  # the top-level graph's own values
 
 
 def _load(directory: Path, name: str) -> onnx.ModelProto:
@@ -61,83 +72,65 @@ def _drop_reorder(graph: onnx.GraphProto) -> None:
     graph.node.extend(keep)
 
 
-PASSED_ON = ("rowmap", "limits", "src_mask")  # + cross_*: carried unchanged unless the batch shrinks
+def _logits(graph: onnx.GraphProto) -> str:
+    """Drop the ``LogSoftmax`` that makes ``log_probs``; returns the name of its input (the logits)."""
+    node = next((n for n in graph.node if "log_probs" in n.output), None)
+    if node is None or node.op_type != "LogSoftmax":
+        raise ValueError("the decoder's log_probs do not come from a LogSoftmax; this exporter's decoder is not the one "
+                         "graphs_greedy knows")
+    graph.node.remove(node)
+    return node.input[0]
 
 
-def _row_tensors(spec: fmt.GraphSpec, shrink: bool) -> list[tuple[str, Any]]:
-    """The loop-carried tensors, one row per decoding row: (name, element type). Without shrinking the
-    encoder's outputs and the limits need not be carried: the body reads them from the outer graph."""
-    elem = TensorProto.FLOAT16 if spec.float_dtype == "float16" else TensorProto.FLOAT
-    L = spec.decoder_layers
-    rows = [("last", TensorProto.INT64), ("finished", TensorProto.BOOL)]
-    if shrink:
-        rows += [("rowmap", TensorProto.INT64), ("limits", TensorProto.INT64), ("src_mask", TensorProto.BOOL)]
-        rows += [(n, elem) for i in range(L) for n in fmt.cross_names(i)]
-    return rows + [(n, elem) for i in range(L) for n in fmt.past_names(i)]
+def _elem(spec: fmt.GraphSpec) -> int:
+    return TensorProto.FLOAT16 if spec.float_dtype == "float16" else TensorProto.FLOAT
 
 
-def _shrink(spec: fmt.GraphSpec, eos: str) -> tuple[list[onnx.NodeProto], dict[str, str]]:
-    """Nodes that keep the rows still decoding, by ``runtime.OrtStepper``'s rule (rows whose last token is
-    not EOS, once they are <= 3/4 of the rows held), so the rows computed, and hence int8's dynamic
-    quantization scales, are the step-wise runtime's. Returns the nodes and {carried name: kept name};
-    what passes on unchanged is named as the body's output (no Identity copy after the If)."""
-    rows = _row_tensors(spec, shrink=True)
-    then_nodes, then_out, else_nodes, else_out = [], [], [], []
-    for name, elem in rows:
-        then_nodes.append(helper.make_node("Gather", [f"h/{name}", "g/keep"], [f"then/{name}"], axis=0))
-        else_nodes.append(helper.make_node("Identity", [f"h/{name}"], [f"else/{name}"]))
-        then_out.append(helper.make_tensor_value_info(f"then/{name}", elem, None))
-        else_out.append(helper.make_tensor_value_info(f"else/{name}", elem, None))
-    passed = {*PASSED_ON, *[n for i in range(spec.decoder_layers) for n in fmt.cross_names(i)]}
-    kept = {name: f"out/{name}" if name in passed else f"s/{name}" for name, _ in rows}
-    then_nodes.insert(0, helper.make_node("NonZero", ["g/live"], ["g/keep2"]))
-    then_nodes.insert(1, helper.make_node("Reshape", ["g/keep2", f"{BODY_PREFIX}minus_one"], ["g/keep"]))
-    nodes = [
-        helper.make_node("Equal", ["h/last", eos], ["g/last_eos"]),
-        helper.make_node("Not", ["g/last_eos"], ["g/live"]),
-        helper.make_node("Cast", ["g/live"], ["g/live64"], to=TensorProto.INT64),
-        helper.make_node("ReduceSum", ["g/live64"], ["g/n_live"], keepdims=0),
-        helper.make_node("Size", ["h/last"], ["g/n_held"]),
-        helper.make_node("Mul", ["g/n_live", f"{BODY_PREFIX}four"], ["g/live4"]),
-        helper.make_node("Mul", ["g/n_held", f"{BODY_PREFIX}three"], ["g/held3"]),
-        helper.make_node("LessOrEqual", ["g/live4", "g/held3"], ["g/shrink"]),  # live <= 0.75 * held, exactly
-        helper.make_node("If", ["g/shrink"], [kept[name] for name, _ in rows],
-                         then_branch=helper.make_graph(then_nodes, "keep_live", [], then_out),
-                         else_branch=helper.make_graph(else_nodes, "keep_all", [], else_out)),
-    ]
-    return nodes, kept
+def _fixed_names(spec: fmt.GraphSpec) -> list[str]:
+    """Per-row values a step reads but never changes: the encoder's outputs (and the limits)."""
+    return ["limits", "src_mask", *[n for i in range(spec.decoder_layers) for n in fmt.cross_names(i)]]
 
 
-def _body(decoder: onnx.GraphProto, spec: fmt.GraphSpec, shrink: bool) -> onnx.GraphProto:
-    """The loop body: (drop finished rows,) one decoder step, then greedy's argmax / EOS / limit rules."""
+def _past(spec: fmt.GraphSpec) -> list[str]:
+    return [n for i in range(spec.decoder_layers) for n in fmt.past_names(i)]
+
+
+def _consts(prefix: str, spec: fmt.GraphSpec) -> tuple[list[onnx.TensorProto], dict[str, str]]:
+    values = {"eos": np.array(spec.eos_id, dtype=np.int64), "one": np.array(1, dtype=np.int64),
+              "three": np.array(3, dtype=np.int64), "four": np.array(4, dtype=np.int64),
+              "minus_one": np.array([-1], dtype=np.int64)}
+    return [numpy_helper.from_array(v, prefix + k) for k, v in values.items()], {k: prefix + k for k in values}
+
+
+def _any_left(finished: str, out: str, prefix: str) -> list[onnx.NodeProto]:
+    """out = any(!finished), a bool scalar."""
+    return [helper.make_node("Not", [finished], [f"{prefix}unfinished"]),
+            helper.make_node("Cast", [f"{prefix}unfinished"], [f"{prefix}unfinished64"], to=TensorProto.INT64),
+            helper.make_node("ReduceMax", [f"{prefix}unfinished64"], [f"{prefix}any_left"], keepdims=0),
+            helper.make_node("Cast", [f"{prefix}any_left"], [out], to=TensorProto.BOOL)]
+
+
+def _step_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec, fixed: dict[str, str], rowmap: str | None) -> onnx.GraphProto:
+    """The token loop's body: one decoder step, then greedy's argmax / EOS / limit rules.
+
+    Carried: t (int64 scalar, the step), last (N,), finished (N,), the cache. ``fixed`` names the enclosing
+    scope's per-row values (limits, src_mask, cross_*). With ``rowmap`` (the original row of each row
+    computed) the loop also stops before a step that would shrink the batch, and each step's tokens are
+    scattered to the original rows (EOS for rows no longer held)."""
     _drop_reorder(decoder)
-    L = spec.decoder_layers
-    present = [n for i in range(L) for n in fmt.present_names(i)]
-    inits: list[onnx.TensorProto] = []
-
-    def const(value, label: str) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), BODY_PREFIX + label))
-        return BODY_PREFIX + label
-
-    eos, one = const(np.array(spec.eos_id, dtype=np.int64), "eos"), const(np.array(1, dtype=np.int64), "one")
-    const(np.array(3, dtype=np.int64), "three"), const(np.array(4, dtype=np.int64), "four")
-    const(np.array([-1], dtype=np.int64), "minus_one")
-    if shrink:
-        nodes, kept = _shrink(spec, eos)
-    else:  # the rows never change: the step reads the encoder's outputs and the limits from the outer graph
-        nodes = []
-        kept = {"last": "h/last", "finished": "h/finished", **{n: n for n in PASSED_ON[1:]},
-                **{n: n for i in range(L) for n in fmt.cross_names(i)},
-                **{n: f"h/{n}" for i in range(L) for n in fmt.past_names(i)}}
-    rename = {"tokens": kept["last"], **kept, **{p: f"out/{p}" for p in present}}
+    logits = _logits(decoder)
+    inits, c = _consts(STEP, spec)
+    present = [n for i in range(spec.decoder_layers) for n in fmt.present_names(i)]
+    rename = {"tokens": "h/last", **fixed, **{p: f"h/{p}" for p in _past(spec)}, **{p: f"out/{p}" for p in present}}
 
     def name(v: str) -> str:
-        return v if v == "" else rename.get(v, BODY_PREFIX + v)
+        return v if v == "" else rename.get(v, STEP + v)
 
+    nodes = []
     for node in decoder.node:
         new = onnx.NodeProto()
         new.CopyFrom(node)
-        new.name = BODY_PREFIX + node.name
+        new.name = STEP + node.name
         new.input[:] = [name(v) for v in node.input]
         new.output[:] = [name(v) for v in node.output]
         nodes.append(new)
@@ -146,85 +139,140 @@ def _body(decoder: onnx.GraphProto, spec: fmt.GraphSpec, shrink: bool) -> onnx.G
         new.CopyFrom(t)
         new.name = name(t.name)
         inits.append(new)
-
-    logp = name("log_probs")
     nodes += [
-        helper.make_node("ArgMax", [logp], ["g/argmax"], axis=-1, keepdims=0),  # (N,) int64
-        helper.make_node("Where", [kept["finished"], eos, "g/argmax"], ["out/last"]),
-        helper.make_node("Add", ["t", one], ["g/t1"]),
-        helper.make_node("GreaterOrEqual", ["g/t1", kept["limits"]], ["g/at_limit"]),
-        helper.make_node("Equal", ["out/last", eos], ["g/is_eos"]),
-        helper.make_node("Or", ["g/is_eos", "g/at_limit"], ["g/ends"]),
-        helper.make_node("Or", [kept["finished"], "g/ends"], ["out/finished"]),
-        helper.make_node("Not", ["out/finished"], ["g/unfinished"]),
-        helper.make_node("Cast", ["g/unfinished"], ["g/unfinished64"], to=TensorProto.INT64),
-        helper.make_node("ReduceMax", ["g/unfinished64"], ["g/any_left"], keepdims=0),
-        helper.make_node("Cast", ["g/any_left"], ["cond_out"], to=TensorProto.BOOL),
+        helper.make_node("ArgMax", [name(logits)], ["s/argmax"], axis=-1, keepdims=0),  # (N,) int64
+        helper.make_node("Where", ["h/finished", c["eos"], "s/argmax"], ["out/last"]),
+        helper.make_node("Add", ["h/t", c["one"]], ["out/t"]),
+        helper.make_node("GreaterOrEqual", ["out/t", fixed["limits"]], ["s/at_limit"]),
+        helper.make_node("Equal", ["out/last", c["eos"]], ["s/is_eos"]),
+        helper.make_node("Or", ["s/is_eos", "s/at_limit"], ["s/ends"]),
+        helper.make_node("Or", ["h/finished", "s/ends"], ["out/finished"]),
     ]
-    if shrink:  # this step's token of every sentence (EOS for rows no longer held), for the scan output (T, B)
-        nodes.append(helper.make_node("ScatterElements", ["g/eos_rows", kept["rowmap"], "out/last"], ["token"], axis=0))
-    else:
+    if rowmap is None:
+        nodes += _any_left("out/finished", "cond_out", "s/")
         nodes.append(helper.make_node("Identity", ["out/last"], ["token"]))
-    rows = _row_tensors(spec, shrink)
-    inputs = [helper.make_tensor_value_info("t", TensorProto.INT64, []),
+    else:
+        nodes += _any_left("out/finished", "s/go_on", "s/")
+        nodes += [  # the next step would shrink the batch: leave this loop, the phase loop drops the rows
+            helper.make_node("Not", ["s/is_eos"], ["s/live"]),
+            helper.make_node("Cast", ["s/live"], ["s/live64"], to=TensorProto.INT64),
+            helper.make_node("ReduceSum", ["s/live64"], ["s/n_live"], keepdims=0),
+            helper.make_node("Size", ["out/last"], ["s/n_held"]),
+            helper.make_node("Mul", ["s/n_live", c["four"]], ["s/live4"]),
+            helper.make_node("Mul", ["s/n_held", c["three"]], ["s/held3"]),
+            helper.make_node("Greater", ["s/live4", "s/held3"], ["s/keep_rows"]),  # not live <= 0.75 * held, exactly
+            helper.make_node("And", ["s/go_on", "s/keep_rows"], ["cond_out"]),
+            helper.make_node("ScatterElements", [f"{OUTER}eos_rows", rowmap, "out/last"], ["token"], axis=0),
+        ]
+    elem = _elem(spec)
+    carried = [("t", TensorProto.INT64), ("last", TensorProto.INT64), ("finished", TensorProto.BOOL),
+               *[(p, elem) for p in _past(spec)]]
+    out_name = {"t": "out/t", "last": "out/last", "finished": "out/finished",
+                **{p: f"out/{q}" for p, q in zip(_past(spec), present, strict=True)}}
+    inputs = [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
               helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])]
-    inputs += [helper.make_tensor_value_info(f"h/{n}", e, None) for n, e in rows]
+    inputs += [helper.make_tensor_value_info(f"h/{n}", e, None) for n, e in carried]
     outputs = [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, [])]
-    out_names = {**{n: f"out/{n}" for n, _ in rows}, **{p: f"out/{q}" for i in range(L)
-                                                       for p, q in zip(fmt.past_names(i), fmt.present_names(i), strict=True)}}
-    outputs += [helper.make_tensor_value_info(out_names[n], e, None) for n, e in rows]
+    outputs += [helper.make_tensor_value_info(out_name[n], e, None) for n, e in carried]
     outputs.append(helper.make_tensor_value_info("token", TensorProto.INT64, ["batch"]))
     return helper.make_graph(nodes, "greedy_step", inputs, outputs, inits)
+
+
+def _phase_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec) -> onnx.GraphProto:
+    """The phase loop's body: keep the rows still decoding (Gather), then the token loop until every row
+    has finished or the next step would shrink; its tokens are appended to the carried (T, B) tokens."""
+    P = PHASE
+    elem = _elem(spec)
+    rows = [("last", TensorProto.INT64), ("finished", TensorProto.BOOL), ("rowmap", TensorProto.INT64),
+            ("limits", TensorProto.INT64), ("src_mask", TensorProto.BOOL),
+            *[(n, elem) for i in range(spec.decoder_layers) for n in fmt.cross_names(i)], *[(p, elem) for p in _past(spec)]]
+    inits, c = _consts(P, spec)
+    nodes = [
+        helper.make_node("Equal", [f"{P}in/last", c["eos"]], [f"{P}last_eos"]),
+        helper.make_node("Not", [f"{P}last_eos"], [f"{P}live"]),
+        helper.make_node("NonZero", [f"{P}live"], [f"{P}keep2"]),
+        helper.make_node("Reshape", [f"{P}keep2", c["minus_one"]], [f"{P}keep"]),
+    ]
+    nodes += [helper.make_node("Gather", [f"{P}in/{n}", f"{P}keep"], [f"{P}{n}"], axis=0) for n, _ in rows]
+    nodes.append(helper.make_node("Sub", [f"{OUTER}steps", f"{P}in/t"], [f"{P}remaining"]))
+    step = _step_body(decoder, spec, {n: f"{P}{n}" for n in _fixed_names(spec)}, rowmap=f"{P}rowmap")
+    carried = ["t", "last", "finished", *_past(spec)]
+    loop_in = [f"{P}in/t" if n == "t" else f"{P}{n}" for n in carried]
+    nodes.append(helper.make_node("Loop", [f"{P}remaining", f"{OUTER}true", *loop_in],
+                                  [f"{P}out/{n}" for n in carried] + [f"{P}scan"], body=step))
+    nodes.append(helper.make_node("Concat", [f"{P}in/tokens", f"{P}scan"], [f"{P}out/tokens"], axis=0))
+    nodes += _any_left(f"{P}out/finished", f"{P}cond_out", P)
+    state = ["t", *[n for n, _ in rows], "tokens"]
+    types = {"t": TensorProto.INT64, "tokens": TensorProto.INT64, **dict(rows)}
+    out = {n: f"{P}out/{n}" if n in carried or n == "tokens" else f"{P}{n}" for n in state}
+    inputs = [helper.make_tensor_value_info(f"{P}iter", TensorProto.INT64, []),
+              helper.make_tensor_value_info(f"{P}cond_in", TensorProto.BOOL, [])]
+    inputs += [helper.make_tensor_value_info(f"{P}in/{n}", types[n], None) for n in state]
+    outputs = [helper.make_tensor_value_info(f"{P}cond_out", TensorProto.BOOL, [])]
+    outputs += [helper.make_tensor_value_info(out[n], types[n], None) for n in state]
+    return helper.make_graph(nodes, "greedy_phase", inputs, outputs, inits)
 
 
 def build_greedy(directory: Path | str, shrink: bool = True) -> onnx.ModelProto:
     """The greedy-decode graph of the exported variant in ``directory`` (in memory; not written).
 
-    ``shrink``: drop finished rows as the step-wise runtime does (batches); a batch of one never
-    shrinks, and without the ``If`` a step costs about 10% less.
+    ``shrink``: drop finished rows as the step-wise runtime does (batches; the phase loop around the token
+    loop); a batch of one never shrinks and needs only the token loop.
 
     Inputs: the exported encoder's outputs (``src_mask``, ``cross_k_i``, ``cross_v_i``: run that
     encoder as its own session; merged into this graph ONNX Runtime fuses its Add + LayerNorm
     differently, enough to move int8 tokens) and ``limits`` (B,) int64. Output: ``tokens`` (B, T)."""
     directory = Path(directory)
     spec = fmt.GraphSpec.load(directory)
-    decoder = _load(directory, fmt.DECODER_FILE)
-    body = _body(decoder.graph, spec, shrink)
-    L = spec.decoder_layers
-    elem = TensorProto.FLOAT16 if spec.float_dtype == "float16" else TensorProto.FLOAT
+    decoder_model = _load(directory, fmt.DECODER_FILE)
+    decoder = decoder_model.graph
+    L, G = spec.decoder_layers, OUTER
+    elem = _elem(spec)
     inits: list[onnx.TensorProto] = []
 
     def const(value, label: str) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), f"g/{label}"))
-        return f"g/{label}"
+        inits.append(numpy_helper.from_array(np.asarray(value), G + label))
+        return G + label
 
     nodes = [
-        helper.make_node("Shape", ["limits"], ["g/rows"]),  # (1,) = B
-        helper.make_node("Squeeze", ["g/rows"], ["g/n"]),
-        helper.make_node("Expand", [const(np.array([spec.decoder_start_id], dtype=np.int64), "start"), "g/rows"], ["g/last0"]),
-        helper.make_node("Expand", [const(np.array([False]), "false"), "g/rows"], ["g/finished0"]),
-        helper.make_node("Expand", [const(np.array([spec.eos_id], dtype=np.int64), "eos"), "g/rows"], ["g/eos_rows"]),
-        helper.make_node("Range", [const(np.array(0, dtype=np.int64), "zero"), "g/n", const(np.array(1, dtype=np.int64), "one")],
-                         ["g/rowmap0"]),
-        helper.make_node("Concat", ["g/rows", const(np.array([spec.n_heads, 0, spec.head_dim], dtype=np.int64), "hpd")],
-                         ["g/empty_shape"], axis=0),
-        helper.make_node("ConstantOfShape", ["g/empty_shape"], ["g/empty"],  # the zero-length cache (B, H, 0, Dh)
+        helper.make_node("Shape", ["limits"], [f"{G}rows"]),  # (1,) = B
+        helper.make_node("Squeeze", [f"{G}rows"], [f"{G}n"]),
+        helper.make_node("Expand", [const(np.array([spec.decoder_start_id], dtype=np.int64), "start"), f"{G}rows"], [f"{G}last0"]),
+        helper.make_node("Expand", [const(np.array([False]), "false"), f"{G}rows"], [f"{G}finished0"]),
+        helper.make_node("Expand", [const(np.array([spec.eos_id], dtype=np.int64), "eos"), f"{G}rows"], [f"{G}eos_rows"]),
+        helper.make_node("Range", [const(np.array(0, dtype=np.int64), "zero"), f"{G}n", const(np.array(1, dtype=np.int64), "one")],
+                         [f"{G}rowmap0"]),
+        helper.make_node("Concat", [f"{G}rows", const(np.array([spec.n_heads, 0, spec.head_dim], dtype=np.int64), "hpd")],
+                         [f"{G}empty_shape"], axis=0),
+        helper.make_node("ConstantOfShape", [f"{G}empty_shape"], [f"{G}empty"],  # the zero-length cache (B, H, 0, Dh)
                          value=numpy_helper.from_array(np.zeros(1, dtype=spec.float_dtype))),
-        helper.make_node("ReduceMax", ["limits"], ["g/steps"], keepdims=0),
+        helper.make_node("ReduceMax", ["limits"], [f"{G}steps"], keepdims=0),
     ]
-    initial = {"last": "g/last0", "finished": "g/finished0", "rowmap": "g/rowmap0",
-               **{n: "g/empty" for i in range(L) for n in fmt.past_names(i)}}
-    rows = [n for n, _ in _row_tensors(spec, shrink)]
-    nodes.append(helper.make_node(
-        "Loop", ["g/steps", const(np.array(True), "true")] + [initial.get(n, n) for n in rows],
-        [f"g/{n}_end" for n in rows] + ["g/scan"], body=body))
-    nodes.append(helper.make_node("Transpose", ["g/scan"], [GREEDY_OUTPUT], perm=[1, 0]))
+    const(np.array(True), "true")
+    t0 = const(np.array(0, dtype=np.int64), "t0")
+    past0 = [f"{G}empty"] * (2 * L)
+    if shrink:
+        nodes.append(helper.make_node("Concat", [const(np.array([0], dtype=np.int64), "zero1"), f"{G}rows"], [f"{G}tokens_shape"], axis=0))
+        nodes.append(helper.make_node("ConstantOfShape", [f"{G}tokens_shape"], [f"{G}tokens0"],  # (0, B)
+                                      value=numpy_helper.from_array(np.zeros(1, dtype=np.int64))))
+        state0 = [t0, f"{G}last0", f"{G}finished0", f"{G}rowmap0", *_fixed_names(spec), *past0, f"{G}tokens0"]
+        n_state = len(state0)
+        nodes.append(helper.make_node("Loop", [f"{G}steps", f"{G}true", *state0],
+                                      [f"{G}end{j}" for j in range(n_state - 1)] + [f"{G}scan"],
+                                      body=_phase_body(decoder, spec)))
+    else:
+        step = _step_body(decoder, spec, {n: n for n in _fixed_names(spec)}, rowmap=None)
+        state0 = [t0, f"{G}last0", f"{G}finished0", *past0]
+        nodes.append(helper.make_node("Loop", [f"{G}steps", f"{G}true", *state0],
+                                      [f"{G}end{j}" for j in range(len(state0))] + [f"{G}scan"], body=step))
+    nodes.append(helper.make_node("Transpose", [f"{G}scan"], [GREEDY_OUTPUT], perm=[1, 0]))
     inputs = [helper.make_tensor_value_info("limits", TensorProto.INT64, ["batch"]),
               helper.make_tensor_value_info("src_mask", TensorProto.BOOL, ["batch", 1, 1, "src_len"])]
     inputs += [helper.make_tensor_value_info(n, elem, ["batch", spec.n_heads, "src_len", spec.head_dim])
                for i in range(L) for n in fmt.cross_names(i)]
     graph = helper.make_graph(nodes, "tzip_greedy", inputs,
                               [helper.make_tensor_value_info(GREEDY_OUTPUT, TensorProto.INT64, ["batch", "steps"])], inits)
-    model = helper.make_model(graph, opset_imports=list(decoder.opset_import), producer_name="tzip")
+    model = helper.make_model(graph, opset_imports=list(decoder_model.opset_import), producer_name="tzip")
     model.ir_version = 9
     return model
+

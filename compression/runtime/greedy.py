@@ -5,6 +5,11 @@
 each sentence's own length limit). Beam search is not in the graph: ``beam > 1`` runs the step-wise
 ``OnnxTranslator`` (created on first use).
 
+Row groups (``SessionFactory.workers`` = N > 1): a batch is dealt into N groups of rows, each decoded by
+its own run of the same sessions at the same time (N - 1 from a thread pool, one in the calling thread).
+Every row's tokens are the same as in one run of the whole batch: the Loop computes each row on its own
+(fp32; int8 quantizes activations per row), which the tests check.
+
 Device: the inputs (B x S ids, B limits) and the output (B x T ids) are the only host transfers; the
 encoder outputs (IOBinding) and the KV cache (loop-carried) live where the sessions run (under CUDA, on
 the GPU). The loop graph is built in memory from the variant's decoder when the translator starts.
@@ -13,6 +18,7 @@ the GPU). The loop graph is built in memory from the variant's decoder when the 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +43,13 @@ def strip_eos(tokens: np.ndarray, eos_id: int) -> list[list[int]]:
     return out
 
 
+def row_groups(n: int, groups: int) -> list[list[int]]:
+    """Rows 0..n-1 dealt round-robin into min(groups, n) groups. Batches are sorted by length, so every
+    group gets long and short sentences alike and the groups finish at about the same time."""
+    k = max(1, min(groups, n))
+    return [list(range(g, n, k)) for g in range(k)]
+
+
 class GreedyLoopTranslator(LengthBatchedTranslator):
     backend = "onnx-loop"
 
@@ -47,8 +60,8 @@ class GreedyLoopTranslator(LengthBatchedTranslator):
         self.directory, self.factory = directory, sessions
         self.spec = fmt.GraphSpec.load(directory)
         self.tokenizer = Tokenizer(directory / fmt.TOKENIZER_FILE)
-        self.encoder, _ = sessions.session(directory / fmt.ENCODER_FILE)
-        # batches shrink as the step-wise runtime does; a batch of one cannot, and skips the If that would
+        self.encoder, _ = sessions.session(directory / fmt.ENCODER_FILE)  # row groups share the sessions
+        # batches shrink as the step-wise runtime does (the phase Loop); a batch of one needs only the token Loop
         self.sessions = {shrink: sessions.session(build_greedy(directory, shrink).SerializeToString())[0]
                          for shrink in (True, False)}
         self.provider = self.sessions[True].get_providers()[0]
@@ -57,6 +70,8 @@ class GreedyLoopTranslator(LengthBatchedTranslator):
         if sessions.device == "cuda" and self.provider != "CUDAExecutionProvider":
             log.warning("CUDA requested but %s: running %s on %s", cuda_fallback_reason(), directory.name, self.provider)
         self._stepwise: OnnxTranslator | None = None
+        self.workers = sessions.workers
+        self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="tzip-rows") if self.workers > 1 else None
 
     @property
     def name(self) -> str:
@@ -66,11 +81,26 @@ class GreedyLoopTranslator(LengthBatchedTranslator):
     def stepwise(self) -> OnnxTranslator:
         """The one-session-run-per-token translator, for beam search."""
         if self._stepwise is None:
-            self._stepwise = OnnxTranslator(self.directory, self.factory)
+            self._stepwise = OnnxTranslator(self.directory, self.factory.intra())
         return self._stepwise
 
     def greedy_ids(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
-        """``search.greedy`` over these sources with these per-sentence limits, in one session run."""
+        """``search.greedy`` over these sources with these per-sentence limits: one session run per row group."""
+        groups = row_groups(len(src_ids), self.workers)
+        if self._pool is None or len(groups) == 1:
+            return self._greedy_run(src_ids, limits)
+        jobs = [self._pool.submit(self._greedy_run, [src_ids[i] for i in rows], [limits[i] for i in rows])
+                for rows in groups[1:]]
+        done = [self._greedy_run([src_ids[i] for i in groups[0]], [limits[i] for i in groups[0]])]
+        done += [job.result() for job in jobs]
+        out: list[list[int]] = [[] for _ in src_ids]
+        for rows, hyps in zip(groups, done, strict=True):
+            for i, hyp in zip(rows, hyps, strict=True):
+                out[i] = hyp
+        return out
+
+    def _greedy_run(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
+        """``search.greedy`` over these sources in one run of the encoder and one of the Loop."""
         enc = self.encoder.io_binding()
         enc.bind_cpu_input("src_ids", pad_batch(src_ids, self.spec.pad_id))
         enc.bind_cpu_input("expand", np.array(1, dtype=np.int64))

@@ -8,7 +8,7 @@ falls back to the CPU silently when CUDA cannot start. No torch here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnxruntime as ort
@@ -28,7 +28,10 @@ class SessionFactory:
     (under CUDA: N ids cross to the host instead of N x V scores). greedy_loop: graph-file exports decode
     greedy in one ONNX Loop per batch (compression.runtime.greedy) instead of one run per token. cpu_arena:
     ONNX Runtime's CPU memory arena (off, tensors are malloc'ed and freed per run, so a large request's memory
-    can be given back)."""
+    can be given back). workers: the Loop translator splits a greedy batch into this many row groups, each
+    decoded by its own session call at the same time from a thread pool (ONNX Runtime releases the GIL); on
+    the CPU ``threads=1, workers=N`` keeps N cores busy without the per-node synchronisation of N intra-op
+    threads, which the small kernels of a decoder step (256 wide) do not amortise (benchmarks/speed)."""
 
     device: str = "cpu"
     threads: int = 0
@@ -36,12 +39,20 @@ class SessionFactory:
     device_argmax: bool = True
     greedy_loop: bool = True
     cpu_arena: bool = True
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.device not in PROVIDERS:
             raise ValueError(f"device must be one of {list(DEVICES)}, got {self.device!r}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = ONNX Runtime's default), got {self.threads}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1 (1 = one session call per batch), got {self.workers}")
+
+    def intra(self) -> SessionFactory:
+        """This factory for translators without row groups (step-wise decoding, beam search, stored variants):
+        the same cores, as intra-op threads of one call."""
+        return self if self.workers == 1 else replace(self, threads=self.threads * self.workers, workers=1)
 
     def options(self) -> ort.SessionOptions:
         """Full graph optimization (folds constant sub-graphs once at load)."""

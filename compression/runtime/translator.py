@@ -147,7 +147,7 @@ class OnnxTranslator(LengthBatchedTranslator):
 
     def __init__(self, directory: Path | str, sessions: SessionFactory | None = None):
         directory = catalogue.require_exported(directory)
-        sessions = sessions or SessionFactory()
+        sessions = (sessions or SessionFactory()).intra()  # no row groups: one call per step
         # every byte is checked before ONNX Runtime reads any of it
         self.manifest = manifest_lib.verify(directory)
         self.directory = directory
@@ -226,7 +226,7 @@ def open_translator(directory: Path | str, sessions: SessionFactory | None = Non
     if catalogue.is_exported(directory) and fmt.GraphSpec.load(directory).storage == "stored":
         from compression.runtime.memory import load_memory_translator
 
-        return load_memory_translator(directory, sessions=sessions)
+        return load_memory_translator(directory, sessions=sessions.intra())  # step-wise: no row groups
     if sessions.greedy_loop:  # greedy in one ONNX Loop run per batch; beam search step by step
         from compression.runtime.greedy import GreedyLoopTranslator
 
