@@ -45,7 +45,7 @@ def child(spec: dict) -> dict:
     import onnxruntime as ort
 
     from compression.runtime import onnx_format as fmt
-    from compression.runtime.graphs_int8 import build_runtime_graphs, read_variant
+    from compression.runtime.graphs_int8 import DEFAULT_MATMUL, build_runtime_graphs, read_variant
     from compression.runtime.memory import MemoryOptions, MemoryTranslator, trim_heap
     from compression.runtime.sessions import SessionFactory, argmax_graph
     from compression.runtime.tokenizer import Tokenizer
@@ -68,7 +68,7 @@ def child(spec: dict) -> dict:
                              share=spec.get("share", True))
         path = ROOT / "models" / ("base" if spec["name"] == "base" else f"variants/{spec['name']}")
         cfg, records = read_variant(path)
-        graphs = build_runtime_graphs(cfg, records, spec.get("weights", "int8"), spec.get("matmul", "nbits8"))
+        graphs = build_runtime_graphs(cfg, records, spec.get("weights", "int8"), spec.get("matmul", DEFAULT_MATMUL))
         del records
         trim_heap()
         tr = MemoryTranslator(graphs, tok, spec["name"], SessionFactory(threads=threads), options=opts)

@@ -59,7 +59,7 @@ __all__ = ["MATMULS", "QMAX", "RuntimeGraphs", "build_runtime_graphs", "int8_mat
 MATMULS = ("u8", "dqmm", "integer", "nbits8")
 DEFAULT_MATMUL = "u8"
 U8_ZERO = 128  # uint8 = int8 + 128: weights and per-row activations share this zero point
-FED = "shared.weight.u8T"  # the tied embedding in the u8 form: fed to every run, never an initializer
+POSITIONS = "positions.f32"  # the sinusoid table, held once (u8 form) instead of folded in every session
 NBITS_BLOCK = 256  # MatMulNBits block along K (one scale per row per block: the row's scale, repeated)
 NBITS_ACCURACY = 4  # int8 compute: activations quantized per row and block (0: float compute, slower)
 WEIGHT_FORMS = ("int8", "fp16", "fp32")  # fp32: dense exact values, the control for the numerics
@@ -76,9 +76,10 @@ class Int8Weights:
     (shared by every session later): ``<name>.qT`` (in, out) for MatMuls, ``<name>.q`` (rows, cols) for
     the embedding (its logits use it too, through QGemm transB), ``<name>.scale``, ``<name>.f32`` vectors."""
 
-    def __init__(self, records: dict[str, dict], qmax: int = 127):
+    def __init__(self, records: dict[str, dict], qmax: int = 127, feed: bool = False):
         self.records = records
         self.qmax = qmax
+        self.feed = feed  # u8 form: matrices (and the positions) are graph inputs, not initializers
         self.arrays: dict[str, np.ndarray] = {}
         self.fed: set[str] = set()  # arrays the graphs take as inputs (held once by the runtime, see ``lower``)
         self.stacks: dict[str, list[str]] = {}
@@ -115,6 +116,18 @@ class Int8Weights:
         self.arrays.setdefault(f"{name}.scale", s)
         return f"{name}.qT", f"{name}.scale"
 
+    def positions(self, g: Graph, cfg) -> str:
+        """The sinusoid table: fed (u8 form: one copy for both graphs) or computed by nodes ONNX Runtime folds."""
+        if not self.feed:
+            from compression.runtime.graphs import positions_table
+
+            return positions_table(g, cfg)
+        from compression.runtime.graphs import sinusoids
+
+        self.arrays.setdefault(POSITIONS, sinusoids(cfg))
+        self.fed.add(POSITIONS)
+        return POSITIONS
+
     def u8cols(self, name: str) -> tuple[str, str]:
         """MatMulInteger u8 x u8 form: uint8 (in, out) = q.T + 128 (zero point ``U8_ZERO``), per-column scales.
         u8 x u8 products are summed exactly in int32 by MLAS on every x86 (u8 x s8 saturates without VNNI)."""
@@ -123,6 +136,8 @@ class Int8Weights:
         if key not in self.arrays:
             self.arrays[key] = np.ascontiguousarray((q.T.astype(np.int16) + U8_ZERO).astype(np.uint8))
         self.arrays.setdefault(f"{name}.scale", s)
+        if self.feed:
+            self.fed.add(key)
         return key, f"{name}.scale"
 
     def blocks(self, name: str) -> tuple[str, str]:
@@ -190,10 +205,7 @@ def _lower_u8(g: Graph, w: Int8Weights, op: str, form: str, name: str, x: str, y
     panels per call, ~0.2 ms a step)."""
     zero = g.const(np.array(U8_ZERO, np.uint8))
     if name == "shared.weight":
-        if name not in w.records:
-            raise KeyError(f"parameter {name!r} missing from the compact weights; re-run the compression")
         b, s = w.u8cols(name)
-        w.fed.add(b)
     if op == "Gather" and form == "rows" and name == "shared.weight":  # ids (B, T) -> (B, T, D)
         cols = g.op("Transpose", g.op("Gather", b, x, axis=1), perm=[1, 2, 0])  # (D, B, T) -> (B, T, D)
         rows = g.op("Sub", g.op("Cast", cols, to=TensorProto.FLOAT), g.const(np.array(float(U8_ZERO), np.float32)))
@@ -330,7 +342,7 @@ def build_runtime_graphs(cfg, records: dict[str, dict], weights: str = "int8", m
     builders = {n: BUILDERS[n] for n in names}
     models: dict[str, bytes] = {}
     if weights == "int8":
-        w = Int8Weights(records, QMAX[matmul])
+        w = Int8Weights(records, QMAX[matmul], feed=matmul == "u8")
         for name, build in builders.items():
             models[name] = lower(build(cfg, w, np.float32), w, matmul).SerializeToString()
         arrays, fed = w.arrays, tuple(sorted(w.fed))
