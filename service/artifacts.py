@@ -125,6 +125,9 @@ def describe(v: Any, default: bool) -> dict[str, Any]:
         "loaded": v.state == "loaded",
         "state": v.state,
         "resident_bytes": v.resident if v.state == "loaded" else None,
+        "disk_bytes": v.cost,
+        "resident_weight_bytes": getattr(v, "weight_bytes", None) if v.state == "loaded" else None,
+        "rss_added_bytes": v.resident if v.state == "loaded" else None,
         "provider": v.provider,
         "error": v.error,
     }

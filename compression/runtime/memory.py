@@ -26,7 +26,7 @@ from compression.runtime import onnx_format as fmt
 from compression.runtime.graphs_int8 import (DEFAULT_MATMUL, RuntimeGraphs, build_runtime_graphs, declared,
                                              embed_weights, read_variant)
 from compression.runtime.sessions import SessionFactory
-from compression.runtime.tokenizer import Tokenizer
+from compression.runtime.tokenizer import Tokenizer, shared_tokenizer
 from compression.runtime.translator import OnnxTranslator
 
 ARENAS = ("default", "off", "shared")  # per-session CPU arena | no arena | one env arena, kSameAsRequested
@@ -193,7 +193,7 @@ def load_memory_translator(directory: Path | str, weights: str | None = None, ma
     del records
     trim_heap()
     name = str(meta.get("name") or json.loads((directory / "variant.json").read_text()).get("name"))
-    tr = MemoryTranslator(graphs, Tokenizer(directory / fmt.TOKENIZER_FILE), name, sessions, options)
+    tr = MemoryTranslator(graphs, shared_tokenizer(directory / fmt.TOKENIZER_FILE), name, sessions, options)
     tr.manifest = {**meta, **tr.manifest, "name": name}
     tr.directory = directory
     return tr
