@@ -97,9 +97,12 @@ def configs(study: str, thread_counts: list[int], variants: list[str]) -> list[d
                     {"label": "int8 (export)", "source": "export", "name": "int8", "threads": threads},
                     {"label": "base (int8 runtime)", "source": "memory", "name": "base", "threads": threads}]
             out += [{"label": f"{v} (int8 runtime)", "source": "memory", "name": v, "threads": threads} for v in variants]
+            if "kmeans-4bit" in variants:  # the other lowerings, same weights: what the default gains
+                out += [{"label": f"kmeans-4bit ({m})", "source": "memory", "name": "kmeans-4bit", "threads": threads,
+                         "matmul": m} for m in ("nbits8", "dqmm")]
     elif study == "options":  # what each setting changes, on one compressed variant, 2 threads
         v = "kmeans-4bit"
-        for matmul in ("nbits8", "dqmm", "integer"):
+        for matmul in ("u8", "nbits8", "dqmm", "integer"):
             out.append({"label": f"{v} {matmul}", "source": "memory", "name": v, "threads": 2, "matmul": matmul})
         out += [{"label": f"{v} nbits8 no-prepack", "source": "memory", "name": v, "threads": 2, "prepacking": False},
                 {"label": f"{v} dqmm no-prepack", "source": "memory", "name": v, "threads": 2, "matmul": "dqmm",

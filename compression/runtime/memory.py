@@ -23,8 +23,14 @@ import onnxruntime as ort
 
 from compression.runtime import manifest as manifest_lib
 from compression.runtime import onnx_format as fmt
-from compression.runtime.graphs_int8 import (DEFAULT_MATMUL, RuntimeGraphs, build_runtime_graphs, declared,
-                                             embed_weights, read_variant)
+from compression.runtime.graphs_int8 import (
+    DEFAULT_MATMUL,
+    RuntimeGraphs,
+    build_runtime_graphs,
+    declared,
+    embed_weights,
+    read_variant,
+)
 from compression.runtime.sessions import SessionFactory
 from compression.runtime.tokenizer import Tokenizer, shared_tokenizer
 from compression.runtime.translator import OnnxTranslator
