@@ -12,7 +12,7 @@ round, the order rotated each round), and the table reports medians over rounds.
 
     PYTHONPATH=. python benchmarks/memory/bench.py [--rounds 3] [--study main|options]
 
-Writes benchmarks/memory/results-<study>.json (every run, the medians, load averages).
+Writes benchmarks/memory/results-<study>.json (every run, the medians, load averages) and the table as .md.
 """
 
 from __future__ import annotations
@@ -117,6 +117,26 @@ def configs(study: str, thread_counts: list[int], variants: list[str]) -> list[d
     return out
 
 
+def markdown(result: dict) -> str:
+    """The medians as a table, with the command, the load average and the ratios to the fp32 base export."""
+    lines = [f"# Resident memory and CPU speed ({result['study']} study, {result['rounds']} interleaved rounds, medians)", "",
+             f"Command: `{result['command']}`", "",
+             f"onnxruntime {result['onnxruntime']}, {result['cpus']} CPUs, cores {result['cores'] or 'not pinned'}, "
+             f"load average min / median / max {result['load_average']['min']:.2f} / "
+             f"{result['load_average']['median']:.2f} / {result['load_average']['max']:.2f}", "",
+             "| config | threads | RSS added MiB | x base | peak RSS MiB | load s | b1 ms | b32 sent/s | x base |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    med = result["medians"]
+    for key, m in med.items():
+        label, threads = key.rsplit(" t", 1)
+        base = med.get(f"base fp32 (export) t{threads}")
+        rss_x = f"{m['rss_added_mib'] / base['rss_added_mib']:.2f}" if base else ""
+        b32_x = f"{m['b32_sent_per_s'] / base['b32_sent_per_s']:.2f}" if base else ""
+        lines.append(f"| {label} | {threads} | {m['rss_added_mib']:.1f} | {rss_x} | {m['peak_rss_mib']:.1f} | "
+                     f"{m['load_s']:.2f} | {m['b1_ms']:.1f} | {m['b32_sent_per_s']:.1f} | {b32_x} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -161,6 +181,7 @@ def main() -> None:
               "onnxruntime": __import__("onnxruntime").__version__, "configs": todo, "medians": medians, "runs": runs}
     out = Path(args.out) if args.out else HERE / f"results-{args.study}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
 
 
 if __name__ == "__main__":

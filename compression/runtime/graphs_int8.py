@@ -3,37 +3,36 @@
 ``export`` writes graphs that decode codes + codebooks with constant nodes; ONNX Runtime folds those to
 dense float32 when a session starts, so a 4-bit variant is served from more memory than the fp32 base.
 Here every linear weight is instead held as int8 (one byte per weight) with one float scale per output
-row, and the MatMuls run as ONNX Runtime's int8 kernels; nothing folds back to float32:
+row (``int8_grid.int8_matrix``: every centroid on its row's int8 grid), and the MatMuls run as ONNX
+Runtime's int8 kernels; nothing folds back to float32. 1-D tensors (biases, LayerNorm) stay float32, as
+``compact.dequantize`` gives them.
 
-- k-means / Deep Compression codebooks: q = round(centroid / scale) gathered per code, one scale per
-  codebook, searched near max|centroid| / 127 for the least (usage-weighted) squared error: q * scale
-  is every centroid on that row's int8 grid.
-- binary, scaled sign: q = +-1, scale = alpha (exact); two-centroid: as a codebook of two values.
-- sparse: zeros stay exactly 0 (q = 0); codes as a codebook, free values on the row's absmax grid.
-- int8 records: their own q and scale; dense float matrices (the base): per-row absmax / 127.
-- 1-D tensors (biases, LayerNorm): float32, as ``compact.dequantize`` gives them.
-
-Graphs come from ``onnx_graphs.build_encoder/build_decoder`` (the same arithmetic) with an ``Int8Weights``
+Graphs come from ``graphs.build_encoder/build_decoder`` (the same arithmetic) with an ``Int8Weights``
 source: it hands out placeholder names, and ``lower`` rewrites every MatMul on a placeholder into one of
 ``MATMULS``:
 
-- ``nbits8`` (the default): com.microsoft MatMulNBits, bits=8, accuracy_level=4: B is (N, K) uint8 =
-  q + 128 (torch's row layout, no transpose), activations quantized per row and block of 256 in the
-  kernel. The tied embedding is that one uint8 tensor: the logits run on it, the input Gather reads it.
+- ``u8`` (the default): every activation row (token) quantized to uint8 with its own scale
+  (max|row| / 127, zero point 128: batch-invariant), MatMulInteger against uint8 weights (K, N) = q.T + 128
+  (u8 x u8: MLAS sums exactly in int32 on every x86, so the grid keeps 8 bits), int32 -> float times the
+  column and row scales. The matrices, the tied embedding (one (D, V) table: the input Gathers read its
+  columns, the logits multiply by it) and the sinusoid table are graph INPUTS (``RuntimeGraphs.fed``): the
+  runtime holds each once and binds it to every run; ONNX Runtime neither copies nor prepacks them (MLAS
+  packs panels per call).
+- ``nbits8``: com.microsoft MatMulNBits, bits=8, accuracy_level=4: B is (N, K) uint8 = q + 128, activations
+  quantized per row and block of 256 in the kernel; the tied embedding is that one uint8 tensor.
 - ``dqmm``: com.microsoft DynamicQuantizeMatMul (int8 B (K, N), per-column scale; logits QGemm transB).
 - ``integer``: DynamicQuantizeLinear + MatMulInteger + Cast + Mul by scales (logits as dqmm).
-  Both quantize the whole activation tensor to uint8 at once; x86 without VNNI saturates u8 x s8 pairs
-  beyond |q| = 63, so these forms use a 7-bit grid (``QMAX``).
+  Both quantize the whole activation tensor to uint8 at once (a sentence's result depends on its batch);
+  x86 without VNNI saturates u8 x s8 pairs beyond |q| = 63, so these forms use a 7-bit grid (``QMAX``).
 
-Weights are never put inside the ModelProtos: each graph declares them as initializers with "external"
-data and ``RuntimeGraphs.arrays`` holds the arrays, which the runtime hands to every session as the same
-OrtValues (``SessionOptions.add_external_initializers``): one copy for all the sessions of a variant.
+The other weights are never put inside the ModelProtos either: each graph declares them as initializers
+with "external" data and ``RuntimeGraphs.arrays`` holds the arrays, which the runtime hands to the sessions
+(``SessionOptions.add_external_initializers``; ONNX Runtime copies them, see ``memory``).
 
 ``weights="fp16"`` builds, for CUDA, float16 graphs whose dense weights hold the codebook values
 (``compact.dequantize`` cast to float16), in memory and shared the same way; ``weights="fp32"`` the
 float32 ones (the numerics control: exact values).
 """
-
 from __future__ import annotations
 
 import json
@@ -200,9 +199,9 @@ def _row_quantized(g: Graph, x: str) -> tuple[str, str]:
 def _lower_u8(g: Graph, w: Int8Weights, op: str, form: str, name: str, x: str, y: str) -> None:
     """The ``u8`` form of one node. MatMul: per-row uint8 activations, MatMulInteger against uint8 weights
     (in, out), int32 -> float times column and row scales. The tied embedding is ONE uint8 (D, V) table
-    (``FED``), a graph input of both graphs: the input Gather reads its columns, the logits multiply by it;
+    (``<name>.u8T``), a graph input of both graphs: the input Gather reads its columns, the logits multiply by it;
     as an input ONNX Runtime neither copies it per session nor prepacks a second copy (MLAS packs its
-    panels per call, ~0.2 ms a step)."""
+    panels per call, ~0.2 ms a step for the logits)."""
     zero = g.const(np.array(U8_ZERO, np.uint8))
     if name == "shared.weight":
         b, s = w.u8cols(name)

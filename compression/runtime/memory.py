@@ -41,9 +41,9 @@ ARENAS = ("default", "off", "shared")  # per-session CPU arena | no arena | one 
 @dataclass(frozen=True)
 class MemoryOptions:
     prepacking: bool = True  # False: "session.disable_prepacking" (kernels read the shared int8 weights as they are)
-    # True: every session gets the same OrtValues (one copy, but kept beside the kernels' prepacked ones);
-    # False: the weights are embedded in each serialized graph, ONNX Runtime owns them and frees those it
-    # prepacked, and the serialized bytes are dropped after the session is made
+    # True: the sessions get the arrays as OrtValues (ONNX Runtime copies declared initializers, then ours
+    # are released; graph inputs stay ours, bound to every run); False: the weights are embedded in each
+    # serialized graph, dropped after the session is made
     share: bool = True
     arena: str = "default"
 
