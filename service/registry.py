@@ -32,6 +32,7 @@ from compression.runtime.attention import OnnxAttention
 from compression.runtime.search import SearchConfig
 from compression.runtime.sessions import SessionFactory
 
+from . import artifacts
 from .artifacts import Loader, describe, number, pick_default, public_error, unreadable_manifests
 from .batcher import BatchResult, DynamicBatcher
 from .memory import MemoryBook, rss_bytes, trim
@@ -111,13 +112,6 @@ class Variant:
     @property
     def model_bytes(self) -> int:
         return int(number(self.manifest.get("model_bytes")) or self.cost)
-
-
-def resident_weights(translator: Any, model_bytes: int) -> int:
-    """Bytes of weights a loaded translator holds: the arrays of a variant served from its stored form
-    (``weight_bytes``), else its weight files as they are read (graph-file exports hold those)."""
-    held = getattr(translator, "weight_bytes", None)
-    return int(held) if held is not None else int(model_bytes)
 
 
 class VariantRegistry:
@@ -303,7 +297,7 @@ class VariantRegistry:
         v.resident = max(v.cost, after - before) if before is not None and after is not None else v.cost
         s = self.settings
         v.translator, v.provider, v.error = translator, str(getattr(translator, "provider", "unknown")), None
-        v.weight_bytes = resident_weights(translator, v.model_bytes)
+        v.weight_bytes = artifacts.resident_weights(translator, v.model_bytes)
         v.batcher = DynamicBatcher(
             v.name, self._measured(translator.translate), self._executor, self.metrics,
             s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, self.scheduler, s.max_batch_rows,

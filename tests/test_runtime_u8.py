@@ -104,7 +104,7 @@ def test_released_arrays_leave_the_sessions_answering_the_same(tiny):
 
 
 def test_service_reports_weight_bytes_of_a_stored_variant(tiny):
-    from service.registry import resident_weights
+    from service.artifacts import resident_weights
 
     _, tok, cfg, records = tiny
     tr = serve(cfg, records, tok)
