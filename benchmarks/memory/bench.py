@@ -145,7 +145,7 @@ def main() -> None:
     p.add_argument("--threads", default="1,2", help="main study: comma-separated intra-op thread counts")
     p.add_argument("--variants", default=",".join(VARIANTS), help="compressed variants (models/variants) to serve")
     p.add_argument("--cores", default=None, help="pin every child to these cores (taskset -c LIST), e.g. 0-3")
-    p.add_argument("--exports", default=str(EXPORTS), help="where the base and int8 exports are")
+    p.add_argument("--exports", default=str(EXPORTS.relative_to(ROOT)), help="where the base and int8 exports are")
     p.add_argument("--graph-exports", default="", help="more exports under --exports to serve from their graph files")
     p.add_argument("--out", default=None, help="result file (default benchmarks/memory/results-<study>.json)")
     args = p.parse_args()
@@ -156,8 +156,9 @@ def main() -> None:
     for name in filter(None, args.graph_exports.split(",")):  # e.g. a compact variant exported with --graphs
         todo += [{"label": f"{name} (graph files)", "source": "export", "name": name, "threads": int(t)}
                  for t in args.threads.split(",")]
-    for c in todo:
-        c["exports"] = args.exports
+    exports = Path(args.exports).resolve()
+    for c in todo:  # relative to the repository (the children run there): no machine's paths in the results
+        c["exports"] = str(exports.relative_to(ROOT)) if exports.is_relative_to(ROOT) else str(exports)
     pin = ["taskset", "-c", args.cores] if args.cores else []
     runs: dict[str, list[dict]] = {c["label"] + f" t{c['threads']}": [] for c in todo}
     loads = []
