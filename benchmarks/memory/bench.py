@@ -156,7 +156,7 @@ def main() -> None:
     for name in filter(None, args.graph_exports.split(",")):  # e.g. a compact variant exported with --graphs
         todo += [{"label": f"{name} (graph files)", "source": "export", "name": name, "threads": int(t)}
                  for t in args.threads.split(",")]
-    exports = Path(args.exports).resolve()
+    exports = (ROOT / args.exports).resolve()  # relative: to the repository, wherever it is run from
     for c in todo:  # relative to the repository (the children run there): no machine's paths in the results
         c["exports"] = str(exports.relative_to(ROOT)) if exports.is_relative_to(ROOT) else str(exports)
     pin = ["taskset", "-c", args.cores] if args.cores else []
