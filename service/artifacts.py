@@ -109,6 +109,13 @@ def pick_default(manifests: list[dict[str, Any]]) -> str:
     return max(pool, key=lambda m: int(m.get("bytes") or 0))["name"]
 
 
+def resident_weights(translator: Any, model_bytes: int) -> int:
+    """Bytes of weights a loaded translator holds: the arrays of a variant served from its stored form
+    (``weight_bytes``), else its weight files as they are read (graph-file exports hold those)."""
+    held = getattr(translator, "weight_bytes", None)
+    return int(held) if held is not None else int(model_bytes)
+
+
 def describe(v: Any, default: bool) -> dict[str, Any]:
     """One row of GET /variants for a registry ``Variant``."""
     m = v.manifest
@@ -125,6 +132,9 @@ def describe(v: Any, default: bool) -> dict[str, Any]:
         "loaded": v.state == "loaded",
         "state": v.state,
         "resident_bytes": v.resident if v.state == "loaded" else None,
+        "disk_bytes": v.cost,
+        "resident_weight_bytes": getattr(v, "weight_bytes", None) if v.state == "loaded" else None,
+        "rss_added_bytes": v.resident if v.state == "loaded" else None,
         "provider": v.provider,
         "error": v.error,
     }

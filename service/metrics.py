@@ -50,6 +50,12 @@ class Metrics:
             "tzip_variant_resident_bytes", "resident memory the variant's load added to the process (0: not loaded)",
             ["variant"], registry=r,
         )
+        self.disk = Gauge("tzip_variant_disk_bytes", "bytes of the variant's files on disk (its manifest's)", ["variant"],
+                          registry=r)
+        self.weight_bytes = Gauge(
+            "tzip_variant_weight_bytes", "bytes of weights the loaded variant holds in memory (0: not loaded)",
+            ["variant"], registry=r,
+        )
         self.process_resident = Gauge("tzip_process_resident_bytes", "resident memory of the process", registry=r)
         self.budget = Gauge("tzip_memory_budget_bytes", "TZIP_MEMORY_BUDGET_MB in bytes", registry=r)
         self.reserve = Gauge(

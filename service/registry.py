@@ -32,6 +32,7 @@ from compression.runtime.attention import OnnxAttention
 from compression.runtime.search import SearchConfig
 from compression.runtime.sessions import SessionFactory
 
+from . import artifacts
 from .artifacts import Loader, describe, number, pick_default, public_error, unreadable_manifests
 from .batcher import BatchResult, DynamicBatcher
 from .memory import MemoryBook, rss_bytes, trim
@@ -78,6 +79,7 @@ class Variant:
     in_use: int = 0  # requests holding it: never unloaded while > 0
     failed_at: float = 0.0
     resident: int | None = None  # measured resident bytes of the loaded variant (attention session included)
+    weight_bytes: int | None = None  # bytes of weights its translator holds (in-memory form: its arrays)
     expected: int = 0  # what it is expected to hold while it loads (its last measurement, else an estimate)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -298,6 +300,7 @@ class VariantRegistry:
         v.resident = max(v.cost, after - before) if before is not None and after is not None else v.cost
         s = self.settings
         v.translator, v.provider, v.error = translator, str(getattr(translator, "provider", "unknown")), None
+        v.weight_bytes = artifacts.resident_weights(translator, v.model_bytes)
         v.batcher = DynamicBatcher(
             v.name, self._measured(translator.translate), self._executor, self.metrics,
             s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, self.scheduler, s.max_batch_rows,
@@ -382,7 +385,7 @@ class VariantRegistry:
         v.state = "available"
         if v.batcher is not None:
             await v.batcher.stop()
-        v.translator, v.attention, v.batcher, v.provider = None, None, None, None
+        v.translator, v.attention, v.batcher, v.provider, v.weight_bytes = None, None, None, None, None
         await asyncio.to_thread(trim)  # hand the freed sessions' memory back to the system
         self.metrics.loaded.labels(v.name).set(0)
         self._gauge_bytes()
@@ -392,5 +395,7 @@ class VariantRegistry:
         self.metrics.loaded_bytes.set(sum(x.cost for x in loaded))
         for x in self._variants.values():
             self.metrics.resident.labels(x.name).set(x.held if x.state == "loaded" else 0)
+            self.metrics.disk.labels(x.name).set(x.cost)
+            self.metrics.weight_bytes.labels(x.name).set((x.weight_bytes or 0) if x.state == "loaded" else 0)
         self.metrics.process_resident.set(rss_bytes() or 0)
         self.metrics.reserve.set(self.memory.reserve)

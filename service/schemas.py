@@ -64,6 +64,10 @@ class TranslateResponse(BaseModel):
     segments: int = Field(description="sentences translated (each text is cut into sentences first)")
     variant: str
     model_size_bytes: int = Field(description="the variant's model files on disk")
+    disk_bytes: int = Field(description="the variant's files on disk (its manifest's bytes)")
+    resident_weight_bytes: int | None = Field(
+        None, description="bytes of weights the loaded variant holds in memory (stored form: its int8 arrays)")
+    rss_added_bytes: int | None = Field(None, description="resident memory its load added to the process (measured)")
     compression_ratio: float | None = Field(description="fp32 size / this variant's size (from its manifest)")
     bleu: float | None = Field(description="the variant's test BLEU recorded in its manifest")
     latency_ms: Latency
@@ -87,6 +91,12 @@ class VariantInfo(BaseModel):
         "Runtime cannot open (see error; requests answer 503)")
     resident_bytes: int | None = Field(
         description="resident memory that loading it added to the process (measured); null while not loaded")
+    disk_bytes: int = Field(0, description="the variant's files on disk (its manifest's bytes)")
+    resident_weight_bytes: int | None = Field(
+        None, description="bytes of weights the loaded variant holds in memory (stored form: its int8 arrays, "
+        "each once); null while not loaded")
+    rss_added_bytes: int | None = Field(
+        None, description="resident memory that loading it added to the process (= resident_bytes); null while not loaded")
     provider: str | None
     error: str | None
 

@@ -104,6 +104,14 @@ def test_resident_bytes_are_measured_for_real(variants_root):
         tiny = next(v for v in c.get("/variants").json() if v["name"] == "tiny")
         assert tiny["resident_bytes"] >= tiny["bytes"]  # at least its bytes on disk
         assert metric(c.get("/metrics").text, "tzip_variant_resident_bytes", variant="tiny") == tiny["resident_bytes"]
+        assert tiny["rss_added_bytes"] == tiny["resident_bytes"] and tiny["disk_bytes"] == tiny["bytes"] > 0
+        assert tiny["resident_weight_bytes"] == tiny["model_bytes"]  # graph files: their weights as read
+        text = c.get("/metrics").text
+        assert metric(text, "tzip_variant_disk_bytes", variant="tiny") == tiny["disk_bytes"]
+        assert metric(text, "tzip_variant_weight_bytes", variant="tiny") == tiny["resident_weight_bytes"]
+        body = c.post("/translate?variant=tiny", json={"text": "A dog."}).json()
+        for key in ("disk_bytes", "resident_weight_bytes", "rss_added_bytes"):
+            assert body[key] == tiny[key], key
 
 
 def _tamper(directory) -> None:

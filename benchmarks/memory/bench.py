@@ -12,7 +12,7 @@ round, the order rotated each round), and the table reports medians over rounds.
 
     PYTHONPATH=. python benchmarks/memory/bench.py [--rounds 3] [--study main|options]
 
-Writes benchmarks/memory/results-<study>.json (every run, the medians, load averages).
+Writes benchmarks/memory/results-<study>.json (every run, the medians, load averages) and the table as .md.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def child(spec: dict) -> dict:
     import onnxruntime as ort
 
     from compression.runtime import onnx_format as fmt
-    from compression.runtime.graphs_int8 import build_runtime_graphs, read_variant
+    from compression.runtime.graphs_int8 import DEFAULT_MATMUL, build_runtime_graphs, read_variant
     from compression.runtime.memory import MemoryOptions, MemoryTranslator, trim_heap
     from compression.runtime.sessions import SessionFactory, argmax_graph
     from compression.runtime.tokenizer import Tokenizer
@@ -68,7 +68,7 @@ def child(spec: dict) -> dict:
                              share=spec.get("share", True))
         path = ROOT / "models" / ("base" if spec["name"] == "base" else f"variants/{spec['name']}")
         cfg, records = read_variant(path)
-        graphs = build_runtime_graphs(cfg, records, spec.get("weights", "int8"), spec.get("matmul", "nbits8"))
+        graphs = build_runtime_graphs(cfg, records, spec.get("weights", "int8"), spec.get("matmul", DEFAULT_MATMUL))
         del records
         trim_heap()
         tr = MemoryTranslator(graphs, tok, spec["name"], SessionFactory(threads=threads), options=opts)
@@ -97,9 +97,12 @@ def configs(study: str, thread_counts: list[int], variants: list[str]) -> list[d
                     {"label": "int8 (export)", "source": "export", "name": "int8", "threads": threads},
                     {"label": "base (int8 runtime)", "source": "memory", "name": "base", "threads": threads}]
             out += [{"label": f"{v} (int8 runtime)", "source": "memory", "name": v, "threads": threads} for v in variants]
+            if "kmeans-4bit" in variants:  # the other lowerings, same weights: what the default gains
+                out += [{"label": f"kmeans-4bit ({m})", "source": "memory", "name": "kmeans-4bit", "threads": threads,
+                         "matmul": m} for m in ("nbits8", "dqmm")]
     elif study == "options":  # what each setting changes, on one compressed variant, 2 threads
         v = "kmeans-4bit"
-        for matmul in ("nbits8", "dqmm", "integer"):
+        for matmul in ("u8", "nbits8", "dqmm", "integer"):
             out.append({"label": f"{v} {matmul}", "source": "memory", "name": v, "threads": 2, "matmul": matmul})
         out += [{"label": f"{v} nbits8 no-prepack", "source": "memory", "name": v, "threads": 2, "prepacking": False},
                 {"label": f"{v} dqmm no-prepack", "source": "memory", "name": v, "threads": 2, "matmul": "dqmm",
@@ -114,6 +117,26 @@ def configs(study: str, thread_counts: list[int], variants: list[str]) -> list[d
     return out
 
 
+def markdown(result: dict) -> str:
+    """The medians as a table, with the command, the load average and the ratios to the fp32 base export."""
+    lines = [f"# Resident memory and CPU speed ({result['study']} study, {result['rounds']} interleaved rounds, medians)", "",
+             f"Command: `{result['command']}`", "",
+             f"onnxruntime {result['onnxruntime']}, {result['cpus']} CPUs, cores {result['cores'] or 'not pinned'}, "
+             f"load average min / median / max {result['load_average']['min']:.2f} / "
+             f"{result['load_average']['median']:.2f} / {result['load_average']['max']:.2f}", "",
+             "| config | threads | RSS added MiB | x base | peak RSS MiB | load s | b1 ms | b32 sent/s | x base |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    med = result["medians"]
+    for key, m in med.items():
+        label, threads = key.rsplit(" t", 1)
+        base = med.get(f"base fp32 (export) t{threads}")
+        rss_x = f"{m['rss_added_mib'] / base['rss_added_mib']:.2f}" if base else ""
+        b32_x = f"{m['b32_sent_per_s'] / base['b32_sent_per_s']:.2f}" if base else ""
+        lines.append(f"| {label} | {threads} | {m['rss_added_mib']:.1f} | {rss_x} | {m['peak_rss_mib']:.1f} | "
+                     f"{m['load_s']:.2f} | {m['b1_ms']:.1f} | {m['b32_sent_per_s']:.1f} | {b32_x} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -122,7 +145,7 @@ def main() -> None:
     p.add_argument("--threads", default="1,2", help="main study: comma-separated intra-op thread counts")
     p.add_argument("--variants", default=",".join(VARIANTS), help="compressed variants (models/variants) to serve")
     p.add_argument("--cores", default=None, help="pin every child to these cores (taskset -c LIST), e.g. 0-3")
-    p.add_argument("--exports", default=str(EXPORTS), help="where the base and int8 exports are")
+    p.add_argument("--exports", default=str(EXPORTS.relative_to(ROOT)), help="where the base and int8 exports are")
     p.add_argument("--graph-exports", default="", help="more exports under --exports to serve from their graph files")
     p.add_argument("--out", default=None, help="result file (default benchmarks/memory/results-<study>.json)")
     args = p.parse_args()
@@ -133,8 +156,9 @@ def main() -> None:
     for name in filter(None, args.graph_exports.split(",")):  # e.g. a compact variant exported with --graphs
         todo += [{"label": f"{name} (graph files)", "source": "export", "name": name, "threads": int(t)}
                  for t in args.threads.split(",")]
-    for c in todo:
-        c["exports"] = args.exports
+    exports = (ROOT / args.exports).resolve()  # relative: to the repository, wherever it is run from
+    for c in todo:  # relative to the repository (the children run there): no machine's paths in the results
+        c["exports"] = str(exports.relative_to(ROOT)) if exports.is_relative_to(ROOT) else str(exports)
     pin = ["taskset", "-c", args.cores] if args.cores else []
     runs: dict[str, list[dict]] = {c["label"] + f" t{c['threads']}": [] for c in todo}
     loads = []
@@ -158,6 +182,7 @@ def main() -> None:
               "onnxruntime": __import__("onnxruntime").__version__, "configs": todo, "medians": medians, "runs": runs}
     out = Path(args.out) if args.out else HERE / f"results-{args.study}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=None)
     p.add_argument("--beam", action="store_true", help="also beam-5 BLEU (slow on 2 cores)")
     p.add_argument("--weights", default="int8", choices=["int8", "fp16", "fp32"])
-    p.add_argument("--matmul", default="dqmm", choices=["dqmm", "integer", "nbits8"])
+    p.add_argument("--matmul", default="u8", choices=["u8", "dqmm", "integer", "nbits8"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", default=str(HERE / "parity.json"))
     args = p.parse_args()

@@ -93,7 +93,7 @@ def int8_models(cfg, weights: WeightSource) -> dict[str, onnx.ModelProto]:
     if not isinstance(weights, DenseWeights):
         raise ValueError("int8 exports are made from dense weights (a compact variant is served in its stored form)")
     records = {n: {"kind": "dense", "shape": list(a.shape), "array": a} for n, a in weights.arrays.items()}
-    graphs = build_runtime_graphs(cfg, records, "int8", files=fmt.GRAPH_FILES)
+    graphs = build_runtime_graphs(cfg, records, "int8", "nbits8", files=fmt.GRAPH_FILES)  # weights inside the files
     return {n: embed_weights(m, graphs.arrays) for n, m in graphs.models.items()}
 
 

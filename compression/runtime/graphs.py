@@ -143,6 +143,15 @@ class DenseWeights:
 
 
 # -- the model's pieces ----------------------------------------------------------------------------
+def sinusoids(cfg) -> np.ndarray:
+    """The (P, D) float32 table ``positions_table`` computes, in NumPy (float64 sin half then cos half)."""
+    pos = np.arange(cfg.max_positions, dtype=np.float64)[:, None]  # (P, 1)
+    dim = cfg.d_model
+    parts = [fn(pos / np.power(10000.0, 2 * (js // 2) / dim)) for fn, js in ((np.sin, np.arange(0, dim, 2)),
+                                                                            (np.cos, np.arange(1, dim, 2)))]
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
 def positions_table(g: Graph, cfg) -> str:
     """Sinusoids as in ``model.sinusoidal_positions`` (float64, sin half then cos half), computed by
     nodes that ONNX Runtime folds at load: 512 x D floats need not be stored."""
@@ -166,7 +175,8 @@ def embed(g: Graph, cfg, w: WeightSource, ids: str, start: str) -> str:
     if cfg.scale_embedding:
         h = g.op("Mul", h, g.scalar(float(np.sqrt(cfg.d_model))))
     T = g.op("Shape", ids, start=1, end=2)
-    pos = g.op("Slice", positions_table(g, cfg), start, g.op("Add", start, T), g.i64(0))  # (T, D)
+    table = w.positions(g, cfg) if hasattr(w, "positions") else positions_table(g, cfg)  # a source may hold it
+    pos = g.op("Slice", table, start, g.op("Add", start, T), g.i64(0))  # (T, D)
     return g.op("Add", h, pos)
 
 

@@ -3,37 +3,36 @@
 ``export`` writes graphs that decode codes + codebooks with constant nodes; ONNX Runtime folds those to
 dense float32 when a session starts, so a 4-bit variant is served from more memory than the fp32 base.
 Here every linear weight is instead held as int8 (one byte per weight) with one float scale per output
-row, and the MatMuls run as ONNX Runtime's int8 kernels; nothing folds back to float32:
+row (``int8_grid.int8_matrix``: every centroid on its row's int8 grid), and the MatMuls run as ONNX
+Runtime's int8 kernels; nothing folds back to float32. 1-D tensors (biases, LayerNorm) stay float32, as
+``compact.dequantize`` gives them.
 
-- k-means / Deep Compression codebooks: q = round(centroid / scale) gathered per code, one scale per
-  codebook, searched near max|centroid| / 127 for the least (usage-weighted) squared error: q * scale
-  is every centroid on that row's int8 grid.
-- binary, scaled sign: q = +-1, scale = alpha (exact); two-centroid: as a codebook of two values.
-- sparse: zeros stay exactly 0 (q = 0); codes as a codebook, free values on the row's absmax grid.
-- int8 records: their own q and scale; dense float matrices (the base): per-row absmax / 127.
-- 1-D tensors (biases, LayerNorm): float32, as ``compact.dequantize`` gives them.
-
-Graphs come from ``onnx_graphs.build_encoder/build_decoder`` (the same arithmetic) with an ``Int8Weights``
+Graphs come from ``graphs.build_encoder/build_decoder`` (the same arithmetic) with an ``Int8Weights``
 source: it hands out placeholder names, and ``lower`` rewrites every MatMul on a placeholder into one of
 ``MATMULS``:
 
-- ``nbits8`` (the default): com.microsoft MatMulNBits, bits=8, accuracy_level=4: B is (N, K) uint8 =
-  q + 128 (torch's row layout, no transpose), activations quantized per row and block of 256 in the
-  kernel. The tied embedding is that one uint8 tensor: the logits run on it, the input Gather reads it.
+- ``u8`` (the default): every activation row (token) quantized to uint8 with its own scale
+  (max|row| / 127, zero point 128: batch-invariant), MatMulInteger against uint8 weights (K, N) = q.T + 128
+  (u8 x u8: MLAS sums exactly in int32 on every x86, so the grid keeps 8 bits), int32 -> float times the
+  column and row scales. The matrices, the tied embedding (one (D, V) table: the input Gathers read its
+  columns, the logits multiply by it) and the sinusoid table are graph INPUTS (``RuntimeGraphs.fed``): the
+  runtime holds each once and binds it to every run; ONNX Runtime neither copies nor prepacks them (MLAS
+  packs panels per call).
+- ``nbits8``: com.microsoft MatMulNBits, bits=8, accuracy_level=4: B is (N, K) uint8 = q + 128, activations
+  quantized per row and block of 256 in the kernel; the tied embedding is that one uint8 tensor.
 - ``dqmm``: com.microsoft DynamicQuantizeMatMul (int8 B (K, N), per-column scale; logits QGemm transB).
 - ``integer``: DynamicQuantizeLinear + MatMulInteger + Cast + Mul by scales (logits as dqmm).
-  Both quantize the whole activation tensor to uint8 at once; x86 without VNNI saturates u8 x s8 pairs
-  beyond |q| = 63, so these forms use a 7-bit grid (``QMAX``).
+  Both quantize the whole activation tensor to uint8 at once (a sentence's result depends on its batch);
+  x86 without VNNI saturates u8 x s8 pairs beyond |q| = 63, so these forms use a 7-bit grid (``QMAX``).
 
-Weights are never put inside the ModelProtos: each graph declares them as initializers with "external"
-data and ``RuntimeGraphs.arrays`` holds the arrays, which the runtime hands to every session as the same
-OrtValues (``SessionOptions.add_external_initializers``): one copy for all the sessions of a variant.
+The other weights are never put inside the ModelProtos either: each graph declares them as initializers
+with "external" data and ``RuntimeGraphs.arrays`` holds the arrays, which the runtime hands to the sessions
+(``SessionOptions.add_external_initializers``; ONNX Runtime copies them, see ``memory``).
 
 ``weights="fp16"`` builds, for CUDA, float16 graphs whose dense weights hold the codebook values
 (``compact.dequantize`` cast to float16), in memory and shared the same way; ``weights="fp32"`` the
 float32 ones (the numerics control: exact values).
 """
-
 from __future__ import annotations
 
 import json
@@ -49,81 +48,22 @@ from compression.runtime import compact
 from compression.runtime import onnx_format as fmt
 from compression.runtime.graphs import DenseWeights, Graph, build_decoder, build_encoder
 from compression.runtime.graphs_attention import build_attention
+from compression.runtime.int8_grid import QMAX, int8_matrix
 from compression.runtime.model_config import ModelConfig
 
-# DynamicQuantizeMatMul | DynamicQuantizeLinear + MatMulInteger + Cast + Mul | MatMulNBits, 8 bits, int8 compute
-MATMULS = ("dqmm", "integer", "nbits8")
+__all__ = ["MATMULS", "QMAX", "RuntimeGraphs", "build_runtime_graphs", "int8_matrix", "lower", "read_variant"]
+
+# per-row uint8 activations + MatMulInteger u8 x u8 | DynamicQuantizeMatMul |
+# DynamicQuantizeLinear + MatMulInteger + Cast + Mul | MatMulNBits, 8 bits, int8 compute
+MATMULS = ("u8", "dqmm", "integer", "nbits8")
+DEFAULT_MATMUL = "u8"
+U8_ZERO = 128  # uint8 = int8 + 128: weights and per-row activations share this zero point
+POSITIONS = "positions.f32"  # the sinusoid table, held once (u8 form) instead of folded in every session
 NBITS_BLOCK = 256  # MatMulNBits block along K (one scale per row per block: the row's scale, repeated)
 NBITS_ACCURACY = 4  # int8 compute: activations quantized per row and block (0: float compute, slower)
 WEIGHT_FORMS = ("int8", "fp16", "fp32")  # fp32: dense exact values, the control for the numerics
 PLACEHOLDER = "int8:"  # prefix of the names Int8Weights hands out; ``lower`` replaces every use
 MS = "com.microsoft"
-
-
-# -- pure NumPy: one record -> int8 rows + scales --------------------------------------------------
-GRID_STEPS = np.linspace(0.5, 1.0, 6301)  # candidate values of max|row| / scale, as fractions of qmax
-# u8 x s8 kernels on x86 without VNNI (AVX2: vpmaddubsw) add pairs of products in int16 and saturate
-# when |q| > 63 (255 * 127 * 2 > 32767): DynamicQuantizeMatMul / MatMulInteger weights get 7 bits
-QMAX = {"nbits8": 127, "dqmm": 63, "integer": 63}
-
-
-def _grid(values: np.ndarray, weights: np.ndarray | None = None, search: bool = True,
-          qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
-    """values (G, K) float32 -> (int8 (G, K), scale (G,)) with q * scale as close to values as an int8 grid
-    allows: the scale is searched (max|row| / m, m in [qmax / 2, qmax]) for the least squared error, weighted by
-    ``weights`` (G, K) (how often each value is used); |q| <= ``qmax``. A codebook has few values, so a scale that puts
-    them all near grid points exists (max|row| / 127 alone leaves each up to half a step off). Rows of
-    free values (``search=False``) take max|row| / qmax."""
-    values = np.asarray(values, dtype=np.float64)
-    weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64)
-    chunk = 256  # rows per search: (chunk, 6301) candidates at a time, not (G, 6301) (G = 4000 is 200 MB)
-    if search and len(values) > chunk:
-        parts = [_grid(values[i : i + chunk], weights[i : i + chunk], search, qmax) for i in range(0, len(values), chunk)]
-        return np.concatenate([q for q, _ in parts]), np.concatenate([s for _, s in parts])
-    top = np.abs(values).max(axis=1, keepdims=True)  # (G, 1)
-    top = np.where(top > 0, top, 1.0)
-    steps = top / (qmax * (GRID_STEPS if search else np.ones(1)))[None, :]  # (G, M) candidate scales
-    err = np.zeros(steps.shape)
-    for k in range(values.shape[1]):  # K is small (a codebook) or the row length (free values)
-        v = values[:, k : k + 1]
-        err += weights[:, k : k + 1] * (np.rint(v / steps) * steps - v) ** 2
-    scale = steps[np.arange(len(steps)), err.argmin(axis=1)].astype(np.float32)
-    q = np.clip(np.rint(values / scale[:, None]), -qmax, qmax).astype(np.int8)
-    return q, scale
-
-
-def _counts(codes: np.ndarray, group: np.ndarray, groups: int, k: int) -> np.ndarray:
-    """(groups, k) how many weights of each group use each code."""
-    flat = (group[:, None] * k + codes).reshape(-1)
-    return np.bincount(flat, minlength=groups * k).reshape(groups, k).astype(np.float64)
-
-
-def int8_matrix(rec: dict, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
-    """A 2-D record -> (q int8 (rows, cols), scale float32 (rows,)) with q * scale[:, None] ~ the weight."""
-    kind, shape = rec["kind"], [int(s) for s in rec["shape"]]
-    if len(shape) != 2:
-        raise ValueError(f"int8 weights are matrices; got shape {shape}")
-    rows = shape[0]
-    if kind in ("codebook", "binary"):
-        book = np.asarray(rec["codebook"], dtype=np.float32)  # (G, K)
-        group = np.arange(rows) // int(rec["rows_per_group"])  # (rows,) codebook of each row
-        codes = np.asarray(rec["codes"]).astype(np.int64).reshape(shape)
-        if kind == "binary" and rec.get("symmetric"):  # (-alpha, +alpha): q = -1 / +1, scale = alpha, exact
-            qbook, gscale = np.array([[-1, 1]], dtype=np.int8).repeat(len(book), 0), book[:, 1]
-        else:
-            qbook, gscale = _grid(book, _counts(codes, group, len(book), book.shape[1]), qmax=qmax)
-        return qbook[group[:, None], codes], gscale[group].astype(np.float32)
-    if kind == "int8" and qmax == 127:
-        return np.asarray(rec["q"], np.int8).reshape(shape), np.asarray(rec["scale"], np.float32)
-    if kind == "sparse" and "codes" in rec:  # one codebook per tensor: its grid; pruned positions stay 0
-        book, codes = np.asarray(rec["codebook"], np.float32).reshape(1, -1), np.asarray(rec["codes"]).astype(np.int64)
-        qbook, gscale = _grid(book, np.bincount(codes, minlength=book.shape[1])[None, :], qmax=qmax)
-        q = np.zeros(rows * shape[1], dtype=np.int8)
-        q[np.asarray(rec["indices"], np.int64)] = qbook[0, codes]
-        return q.reshape(shape), np.full(rows, gscale[0], np.float32)
-    if kind in ("sparse", "dense", "int8"):  # free values: each row on its own grid (0 stays 0)
-        return _grid(compact.dequantize(rec).reshape(rows, -1), search=False, qmax=qmax)
-    raise ValueError(f"unknown record kind {kind!r}; known: {compact.KINDS}")
 
 
 # -- the weight source and the lowering pass ------------------------------------------------------
@@ -135,10 +75,12 @@ class Int8Weights:
     (shared by every session later): ``<name>.qT`` (in, out) for MatMuls, ``<name>.q`` (rows, cols) for
     the embedding (its logits use it too, through QGemm transB), ``<name>.scale``, ``<name>.f32`` vectors."""
 
-    def __init__(self, records: dict[str, dict], qmax: int = 127):
+    def __init__(self, records: dict[str, dict], qmax: int = 127, feed: bool = False):
         self.records = records
         self.qmax = qmax
+        self.feed = feed  # u8 form: matrices (and the positions) are graph inputs, not initializers
         self.arrays: dict[str, np.ndarray] = {}
+        self.fed: set[str] = set()  # arrays the graphs take as inputs (held once by the runtime, see ``lower``)
         self.stacks: dict[str, list[str]] = {}
         self._int8: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -172,6 +114,30 @@ class Int8Weights:
             self.arrays[f"{name}.qT"] = np.ascontiguousarray(q.T)
         self.arrays.setdefault(f"{name}.scale", s)
         return f"{name}.qT", f"{name}.scale"
+
+    def positions(self, g: Graph, cfg) -> str:
+        """The sinusoid table: fed (u8 form: one copy for both graphs) or computed by nodes ONNX Runtime folds."""
+        if not self.feed:
+            from compression.runtime.graphs import positions_table
+
+            return positions_table(g, cfg)
+        from compression.runtime.graphs import sinusoids
+
+        self.arrays.setdefault(POSITIONS, sinusoids(cfg))
+        self.fed.add(POSITIONS)
+        return POSITIONS
+
+    def u8cols(self, name: str) -> tuple[str, str]:
+        """MatMulInteger u8 x u8 form: uint8 (in, out) = q.T + 128 (zero point ``U8_ZERO``), per-column scales.
+        u8 x u8 products are summed exactly in int32 by MLAS on every x86 (u8 x s8 saturates without VNNI)."""
+        q, s = self.int8(name)
+        key = f"{name}.u8T"
+        if key not in self.arrays:
+            self.arrays[key] = np.ascontiguousarray((q.T.astype(np.int16) + U8_ZERO).astype(np.uint8))
+        self.arrays.setdefault(f"{name}.scale", s)
+        if self.feed:
+            self.fed.add(key)
+        return key, f"{name}.scale"
 
     def blocks(self, name: str) -> tuple[str, str]:
         """MatMulNBits form: uint8 (rows, K / block, block) = q + 128 (its default zero point), scales
@@ -221,12 +187,44 @@ def declared(name: str, a: np.ndarray) -> onnx.TensorProto:
     return t
 
 
+def _row_quantized(g: Graph, x: str) -> tuple[str, str]:
+    """x (..., K) float -> (uint8 (..., K) = round(x / s) + 128, s (..., 1) = max|row| / 127): one scale per
+    row (token), so a sentence's result never depends on the other rows of its batch."""
+    top = g.op("ReduceMax", g.op("Abs", x), g.i64(-1), keepdims=1)  # (..., 1)
+    s = g.op("Div", g.op("Max", top, g.const(np.array(1e-30, np.float32))), g.const(np.array(127.0, np.float32)))
+    xq = g.op("Add", g.op("Round", g.op("Div", x, s)), g.const(np.array(float(U8_ZERO), np.float32)))
+    return g.op("Cast", xq, to=TensorProto.UINT8), s
+
+
+def _lower_u8(g: Graph, w: Int8Weights, op: str, form: str, name: str, x: str, y: str) -> None:
+    """The ``u8`` form of one node. MatMul: per-row uint8 activations, MatMulInteger against uint8 weights
+    (in, out), int32 -> float times column and row scales. The tied embedding is ONE uint8 (D, V) table
+    (``<name>.u8T``), a graph input of both graphs: the input Gather reads its columns, the logits multiply by it;
+    as an input ONNX Runtime neither copies it per session nor prepacks a second copy (MLAS packs its
+    panels per call, ~0.2 ms a step for the logits)."""
+    zero = g.const(np.array(U8_ZERO, np.uint8))
+    if name == "shared.weight":
+        b, s = w.u8cols(name)
+    if op == "Gather" and form == "rows" and name == "shared.weight":  # ids (B, T) -> (B, T, D)
+        cols = g.op("Transpose", g.op("Gather", b, x, axis=1), perm=[1, 2, 0])  # (D, B, T) -> (B, T, D)
+        rows = g.op("Sub", g.op("Cast", cols, to=TensorProto.FLOAT), g.const(np.array(float(U8_ZERO), np.float32)))
+        g.op("Mul", rows, g.op("Unsqueeze", g.op("Gather", s, x), g.i64(-1)), out=y)
+        return
+    if op != "MatMul" or form != "T":
+        raise ValueError(f"{op} uses int8 weight {name!r} ({form}): no u8 form for it; extend _lower_u8()")
+    if name != "shared.weight":
+        b, s = w.u8cols(name)
+    xq, xs = _row_quantized(g, x)
+    acc = g.op("Cast", g.op("MatMulInteger", xq, b, zero, zero), to=TensorProto.FLOAT)  # (..., out) exact sums
+    g.op("Mul", g.op("Mul", acc, s), xs, out=y)
+
+
 class _Lowering(Graph):
     def fresh(self, hint: str) -> str:  # names apart from those of the graph being lowered
         return f"int8/{super().fresh(hint)}"
 
 
-def lower(model: onnx.ModelProto, w: Int8Weights, matmul: str = "dqmm") -> onnx.ModelProto:
+def lower(model: onnx.ModelProto, w: Int8Weights, matmul: str = DEFAULT_MATMUL) -> onnx.ModelProto:
     """Rewrite, in place, every node that uses one of ``w``'s placeholders into int8 kernels, and declare
     each array of ``w`` the graph uses as a data-less initializer."""
     if matmul not in MATMULS:
@@ -241,7 +239,9 @@ def lower(model: onnx.ModelProto, w: Int8Weights, matmul: str = "dqmm") -> onnx.
         _, form, name = ph[0].split(":", 2)
         x, y = node.input[1 - list(node.input).index(ph[0])], node.output[0]
         g.nodes = []
-        if node.op_type == "Gather" and form == "rows" and matmul == "nbits8":  # the logits' uint8 blocks
+        if matmul == "u8" and node.op_type in ("Gather", "MatMul"):
+            _lower_u8(g, w, node.op_type, form, name, x, y)
+        elif node.op_type == "Gather" and form == "rows" and matmul == "nbits8":  # the logits' uint8 blocks
             u8, _ = w.blocks(name)
             s = w.scale(name)
             rows = g.op("Cast", g.op("Gather", u8, x), to=TensorProto.FLOAT)  # (..., K / block, block)
@@ -281,7 +281,12 @@ def lower(model: onnx.ModelProto, w: Int8Weights, matmul: str = "dqmm") -> onnx.
     used = {i for n in nodes for i in n.input}
     kept = [t for t in model.graph.initializer if t.name not in w.arrays] + list(g.initializers.values())
     del model.graph.initializer[:]
-    model.graph.initializer.extend(kept + [declared(n, w.arrays[n]) for n in sorted(used) if n in w.arrays])
+    model.graph.initializer.extend(kept + [declared(n, w.arrays[n]) for n in sorted(used)
+                                           if n in w.arrays and n not in w.fed])
+    for n in sorted(used & w.fed):  # a graph input: ONNX Runtime neither copies nor prepacks it
+        a = w.arrays[n]
+        model.graph.input.append(onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(a.dtype),
+                                                                    list(a.shape)))
     if not any(o.domain == MS for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(MS, 1))
     return model
@@ -296,6 +301,7 @@ class RuntimeGraphs:
     arrays: dict[str, np.ndarray]  # shared initializers, each once
     spec: fmt.GraphSpec
     info: dict[str, Any] = field(default_factory=dict)
+    fed: tuple[str, ...] = ()  # arrays the graphs take as inputs: the runtime feeds them to every run
 
     @property
     def weight_bytes(self) -> int:
@@ -325,7 +331,7 @@ BUILDERS = {fmt.ENCODER_FILE: build_encoder, fmt.DECODER_FILE: build_decoder, fm
 TRANSLATION_GRAPHS = (fmt.ENCODER_FILE, fmt.DECODER_FILE)
 
 
-def build_runtime_graphs(cfg, records: dict[str, dict], weights: str = "int8", matmul: str = "nbits8",
+def build_runtime_graphs(cfg, records: dict[str, dict], weights: str = "int8", matmul: str = DEFAULT_MATMUL,
                          attention: bool = False, files: tuple[str, ...] | None = None) -> RuntimeGraphs:
     """The encoder and decoder (with ``attention``, also the attention-maps graph; ``files`` names the
     graphs to build instead) over ``records``, in memory."""
@@ -335,19 +341,19 @@ def build_runtime_graphs(cfg, records: dict[str, dict], weights: str = "int8", m
     builders = {n: BUILDERS[n] for n in names}
     models: dict[str, bytes] = {}
     if weights == "int8":
-        w = Int8Weights(records, QMAX[matmul])
+        w = Int8Weights(records, QMAX[matmul], feed=matmul == "u8")
         for name, build in builders.items():
             models[name] = lower(build(cfg, w, np.float32), w, matmul).SerializeToString()
-        arrays = w.arrays
+        arrays, fed = w.arrays, tuple(sorted(w.fed))
     else:  # dense, the codebook values (cast once to fp16); every large initializer becomes shared
         dtype = np.float16 if weights == "fp16" else np.float32
         dense = DenseWeights({n: compact.dequantize(r).astype(dtype) for n, r in records.items()})
-        arrays = {}
+        arrays, fed = {}, ()
         for name, build in builders.items():
             m = build(cfg, dense, dtype)
             models[name] = _share_initializers(m, arrays).SerializeToString()
     spec = graph_spec(cfg, "fp16" if weights == "fp16" else "fp32")
-    return RuntimeGraphs(models, arrays, spec, {"weights": weights, "matmul": matmul})
+    return RuntimeGraphs(models, arrays, spec, {"weights": weights, "matmul": matmul}, fed)
 
 
 def _share_initializers(model: onnx.ModelProto, arrays: dict[str, np.ndarray], min_bytes: int = 1024) -> onnx.ModelProto:

@@ -2,7 +2,7 @@
 
 A stream is stored as its code lengths (one byte per symbol of the alphabet; 0 = unused) and the
 bit string, most significant bit first. Codes are canonical, so the lengths alone rebuild the code.
-Encoding and table-driven decoding are vectorised except the walk from one codeword to the next.
+Encoding and table-driven decoding are vectorised (decoding hops codeword to codeword by pointer doubling).
 """
 
 from __future__ import annotations
@@ -71,31 +71,42 @@ def encode(symbols: np.ndarray, alphabet: int) -> tuple[np.ndarray, bytes, int]:
 
 
 def decode(lengths: np.ndarray, data: bytes, n: int, nbits: int) -> np.ndarray:
-    """Inverse of ``encode``: the first ``n`` symbols of the stream."""
+    """Inverse of ``encode``: the first ``n`` symbols of the stream, in the smallest unsigned dtype that holds
+    the alphabet. Vectorised: the codeword starts are the orbit of bit 0 under "next start = this start +
+    the length of the code read here", found by pointer doubling (log2(n) passes over compact arrays); no
+    Python list of n ints is ever built, so decoding leaves no resident garbage behind."""
     lengths = np.asarray(lengths, dtype=np.int64)
+    out_dtype = np.min_scalar_type(max(len(lengths) - 1, 0))
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=out_dtype)
     width = int(lengths.max())
     codes = canonical_codes(lengths)
-    sym_of = np.zeros(1 << width, dtype=np.int64)  # table: next `width` bits -> symbol, code length
-    len_of = np.zeros(1 << width, dtype=np.int64)
+    sym_of = np.zeros(1 << width, dtype=out_dtype)  # table: next `width` bits -> symbol, code length
+    len_of = np.zeros(1 << width, dtype=np.int32)
     for s in np.flatnonzero(lengths):
         lo = int(codes[s]) << (width - int(lengths[s]))
         hi = (int(codes[s]) + 1) << (width - int(lengths[s]))
         sym_of[lo:hi], len_of[lo:hi] = s, lengths[s]
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:nbits].astype(np.int64)
-    bits = np.concatenate([bits, np.zeros(width, dtype=np.int64)])
-    window = np.zeros(nbits, dtype=np.int64)  # value of the `width` bits starting at every position
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:nbits]
+    if bits.size < nbits:
+        raise ValueError(f"Huffman stream holds {bits.size} bits, {nbits} expected: the file is corrupt")
+    bits = np.concatenate([bits, np.zeros(width, dtype=np.uint8)])
+    window = np.zeros(nbits, dtype=np.int32)  # value of the `width` bits starting at every position
     for j in range(width):
         window = (window << 1) | bits[j : j + nbits]
-    step = len_of[window].tolist()
-    pos, starts = 0, [0] * n
-    for i in range(n):  # the one sequential part: hop from codeword to codeword
-        starts[i] = pos
-        pos += step[pos]
-    if pos != nbits:
-        raise ValueError(f"Huffman stream holds {nbits} bits but {n} symbols used {pos}: the file is corrupt")
-    return sym_of[window[np.asarray(starts)]]
+    del bits
+    nxt = np.minimum(np.arange(nbits, dtype=np.int32) + len_of[window], nbits)  # (nbits,) next codeword start
+    nxt = np.concatenate([nxt, np.array([nbits], dtype=np.int32)])  # nbits: past the end, stays there
+    starts, jump = np.zeros(1, dtype=np.int32), nxt  # starts of symbols [0, k); jump = k steps ahead
+    while starts.size < n:
+        starts = np.concatenate([starts, jump[starts]])
+        if starts.size < n:
+            jump = jump[jump]
+    starts = starts[:n]
+    end = int(nxt[starts[-1]])
+    if end != nbits or int(starts[-1]) >= nbits or np.any(len_of[window[starts]] == 0):
+        raise ValueError(f"Huffman stream holds {nbits} bits but {n} symbols used {end}: the file is corrupt")
+    return sym_of[window[starts]]
 
 
 # -- relative offsets (Han et al. §3: store the gap to the previous non-zero, not its position) ------

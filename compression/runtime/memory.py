@@ -1,11 +1,15 @@
 """Serve a variant from graphs built in memory, with its weights held once (no torch).
 
-``onnx_int8.build_runtime_graphs`` gives serialized graphs that declare their weights without holding
-them and the arrays themselves. Here every array becomes one ``OrtValue`` (over the NumPy memory, no
-copy) that every session of the variant receives through ``SessionOptions.add_external_initializers``:
-the tied embedding, used by the encoder and the decoder, exists once. The serialized graphs are dropped
-once the sessions exist. ``MemoryOptions`` holds the ONNX Runtime settings that change resident memory
-(measured in benchmarks/memory/).
+``graphs_int8.build_runtime_graphs`` gives serialized graphs that declare their weights without holding
+them and the arrays themselves. Every declared array becomes an ``OrtValue`` handed to the sessions that
+use it through ``SessionOptions.add_external_initializers``. ONNX Runtime (1.2x and later) COPIES such
+initializers into each session, then frees its copy of every weight a kernel prepacked: once the sessions
+exist our arrays are garbage, and they are released (``ort_copies_initializers`` checks, once per
+process, that this runtime really copies; otherwise they are kept). The arrays in ``graphs.fed`` (the
+tied embedding of the ``u8`` form) are graph inputs instead: held once here and bound to every run, so
+the encoder, the decoder's Gather and the logits all read the same bytes. The serialized graphs are
+dropped once the sessions exist. ``MemoryOptions`` holds the ONNX Runtime settings that change resident
+memory (measured in benchmarks/memory/).
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ import onnxruntime as ort
 
 from compression.runtime import manifest as manifest_lib
 from compression.runtime import onnx_format as fmt
-from compression.runtime.graphs_int8 import RuntimeGraphs, build_runtime_graphs, embed_weights, read_variant
+from compression.runtime.graphs_int8 import (
+    DEFAULT_MATMUL,
+    RuntimeGraphs,
+    build_runtime_graphs,
+    declared,
+    embed_weights,
+    read_variant,
+)
 from compression.runtime.sessions import SessionFactory
-from compression.runtime.tokenizer import Tokenizer
+from compression.runtime.tokenizer import Tokenizer, shared_tokenizer
 from compression.runtime.translator import OnnxTranslator
 
 ARENAS = ("default", "off", "shared")  # per-session CPU arena | no arena | one env arena, kSameAsRequested
@@ -30,9 +41,9 @@ ARENAS = ("default", "off", "shared")  # per-session CPU arena | no arena | one 
 @dataclass(frozen=True)
 class MemoryOptions:
     prepacking: bool = True  # False: "session.disable_prepacking" (kernels read the shared int8 weights as they are)
-    # True: every session gets the same OrtValues (one copy, but kept beside the kernels' prepacked ones);
-    # False: the weights are embedded in each serialized graph, ONNX Runtime owns them and frees those it
-    # prepacked, and the serialized bytes are dropped after the session is made
+    # True: the sessions get the arrays as OrtValues (ONNX Runtime copies declared initializers, then ours
+    # are released; graph inputs stay ours, bound to every run); False: the weights are embedded in each
+    # serialized graph, dropped after the session is made
     share: bool = True
     arena: str = "default"
 
@@ -65,12 +76,50 @@ def memory_session_options(opts: MemoryOptions, sessions: SessionFactory) -> ort
     return so
 
 
+_COPIES: list[bool] = []  # ort_copies_initializers(), measured once per process
+
+
+def ort_copies_initializers() -> bool:
+    """Whether this ONNX Runtime copies initializers given by ``add_external_initializers`` (then the caller's
+    arrays may be freed once the session exists): a 4 x 4 Gather table is changed after the session is made,
+    and the session must still answer with the old rows."""
+    if not _COPIES:
+        import numpy as np
+        from onnx import TensorProto, helper
+
+        table = np.arange(16, dtype=np.int8).reshape(4, 4)
+        graph = helper.make_graph([helper.make_node("Gather", ["w", "ids"], ["y"])], "probe",
+                                  [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.INT8, [1, 4])], [declared("w", table)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", fmt.OPSET)])
+        model.ir_version = 9
+        so = ort.SessionOptions()
+        value = ort.OrtValue.ortvalue_from_numpy(table)
+        so.add_external_initializers(["w"], [value])
+        session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        table[1] = -1
+        _COPIES.append(bool(np.array_equal(session.run(None, {"ids": np.array([1])})[0][0], np.arange(4, 8))))
+    return _COPIES[0]
+
+
 class SharedWeights:
-    """One OrtValue per array of a ``RuntimeGraphs`` (the arrays stay alive as long as this does)."""
+    """One OrtValue per array of a ``RuntimeGraphs``: ``values`` for the declared initializers, ``fed`` for the
+    graph inputs (the arrays stay alive as long as this does, or until ``release``)."""
 
     def __init__(self, graphs: RuntimeGraphs):
         self.arrays = graphs.arrays
-        self.values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in self.arrays.items()}
+        self.values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in self.arrays.items() if n not in graphs.fed}
+        self.fed = {n: ort.OrtValue.ortvalue_from_numpy(self.arrays[n]) for n in graphs.fed}
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of weights this object keeps alive (the sessions' own copies not included)."""
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def release(self) -> None:
+        """Drop the initializers' arrays (the sessions hold copies); keep the fed ones."""
+        self.values.clear()
+        self.arrays = {n: a for n, a in self.arrays.items() if n in self.fed}
 
     def options_for(self, model: bytes, opts: MemoryOptions, sessions: SessionFactory) -> ort.SessionOptions:
         """Session options that hand ``model`` the shared values of the initializers it declares."""
@@ -113,6 +162,7 @@ class MemoryTranslator(OnnxTranslator):
         self.tokenizer = tokenizer
         self.options = options
         weights = SharedWeights(graphs)
+        self.weight_bytes = graphs.weight_bytes  # the weights the graphs use, each once (int8 + scales + vectors)
         made = []
         for file in (fmt.ENCODER_FILE, fmt.DECODER_FILE):
             model = graphs.models[file]
@@ -122,13 +172,14 @@ class MemoryTranslator(OnnxTranslator):
                 model, so = weights.embedded(model), memory_session_options(options, sessions)
             made.append(sessions.session(model, options=so))
             del model
-        self.weights = weights if options.share else None  # the sessions hold the OrtValues' memory
+        self.weights = weights
         if release:  # the sessions hold what they need; the serialized graphs (and arrays) are garbage now
             graphs.models.clear()
-            if not options.share:
-                graphs.arrays.clear()
+            if not options.share or ort_copies_initializers():
+                weights.release()
+                graphs.arrays = dict(weights.arrays)
         trim_heap()
-        self._attach(made[0], made[1], sessions, name)
+        self._attach(made[0], made[1], sessions, name, weights.fed)
 
 
 def weight_form(sessions: SessionFactory) -> str:
@@ -136,7 +187,7 @@ def weight_form(sessions: SessionFactory) -> str:
     return "fp16" if sessions.providers()[0] == "CUDAExecutionProvider" else "int8"
 
 
-def load_memory_translator(directory: Path | str, weights: str | None = None, matmul: str = "nbits8",
+def load_memory_translator(directory: Path | str, weights: str | None = None, matmul: str = DEFAULT_MATMUL,
                            sessions: SessionFactory | None = None,
                            options: MemoryOptions = MemoryOptions()) -> MemoryTranslator:
     """A variant directory (a stored export, a compressed variant or a model; every file verified against its
@@ -148,7 +199,7 @@ def load_memory_translator(directory: Path | str, weights: str | None = None, ma
     del records
     trim_heap()
     name = str(meta.get("name") or json.loads((directory / "variant.json").read_text()).get("name"))
-    tr = MemoryTranslator(graphs, Tokenizer(directory / fmt.TOKENIZER_FILE), name, sessions, options)
+    tr = MemoryTranslator(graphs, shared_tokenizer(directory / fmt.TOKENIZER_FILE), name, sessions, options)
     tr.manifest = {**meta, **tr.manifest, "name": name}
     tr.directory = directory
     return tr

@@ -14,8 +14,11 @@ Two kinds of tokenizer file, told apart by their first byte:
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import threading
+import weakref
 from pathlib import Path
 
 import sentencepiece as spm
@@ -134,6 +137,26 @@ class Tokenizer:
             "target_spm": base64.b64encode(self.target_proto).decode("ascii"),
         }
         return json.dumps(bundle, ensure_ascii=False).encode("utf-8")
+
+
+_SHARED: weakref.WeakValueDictionary[str, Tokenizer] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_tokenizer(model_file: Path | str) -> Tokenizer:
+    """The ``Tokenizer`` of a file, one per distinct content (sha256) in the process while any user holds it:
+    variants that ship the same tokenizer (every compressed variant of one base) load SentencePiece once,
+    so loading a second variant does not add another copy of it to the resident memory."""
+    raw = Path(model_file).read_bytes() if Path(model_file).exists() else None
+    if raw is None:
+        raise FileNotFoundError(f"SentencePiece model {model_file} not found; train one with train_tokenizer()")
+    key = hashlib.sha256(raw).hexdigest()
+    with _SHARED_LOCK:
+        tok = _SHARED.get(key)
+        if tok is None:
+            tok = Tokenizer(model_proto=raw)
+            _SHARED[key] = tok
+        return tok
 
 
 def _read_bundle(raw: bytes) -> tuple[bytes, MarianVocab, bytes]:

@@ -44,6 +44,8 @@ class OrtStepper:
         enc = tr.encoder.io_binding()
         enc.bind_cpu_input("src_ids", src)
         enc.bind_cpu_input("expand", np.array(expand, dtype=np.int64))
+        for name, value in tr.encoder_fed.items():  # weights the runtime holds once (graphs built in memory)
+            enc.bind_ortvalue_input(name, value)
         for name in tr.encoder_outputs:
             enc.bind_output(name, tr.device_type, tr.device_id)
         tr.encoder.run_with_iobinding(enc)
@@ -91,6 +93,8 @@ class OrtStepper:
         for name, value in self.fixed.items():
             b.bind_ortvalue_input(name, value)
         for name, value in self.past.items():
+            b.bind_ortvalue_input(name, value)
+        for name, value in tr.decoder_fed.items():
             b.bind_ortvalue_input(name, value)
         if scores_device == "cpu":
             b.bind_output("log_probs", "cpu")
@@ -160,10 +164,14 @@ class OnnxTranslator(LengthBatchedTranslator):
         self._attach(encoder, decoder, sessions, directory.name)
 
     def _attach(self, encoder: tuple[ort.InferenceSession, str], decoder: tuple[ort.InferenceSession, str],
-                sessions: SessionFactory, label: str) -> None:
+                sessions: SessionFactory, label: str, fed: dict[str, ort.OrtValue] | None = None) -> None:
         """Take the encoder and decoder sessions (each with its provider) and open the helper sessions
-        (``spec`` is set): shared by the directory constructor and translators built in memory."""
+        (``spec`` is set): shared by the directory constructor and translators built in memory. ``fed``:
+        weights the graphs take as inputs (one OrtValue, bound to every run of the sessions that use it)."""
         (self.encoder, enc_provider), (self.decoder, self.provider) = encoder, decoder
+        fed = fed or {}
+        self.encoder_fed = {i.name: fed[i.name] for i in self.encoder.get_inputs() if i.name in fed}
+        self.decoder_fed = {i.name: fed[i.name] for i in self.decoder.get_inputs() if i.name in fed}
         if sessions.device == "cuda" and self.provider != "CUDAExecutionProvider":
             log.warning("CUDA requested but %s: running %s on %s", cuda_fallback_reason(), label, self.provider)
         if enc_provider != self.provider:

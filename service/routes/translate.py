@@ -70,6 +70,9 @@ async def translate(
         segments=len(parts.segments),
         variant=v.name,
         model_size_bytes=info["model_bytes"],
+        disk_bytes=info["disk_bytes"],
+        resident_weight_bytes=info["resident_weight_bytes"],
+        rss_added_bytes=info["rss_added_bytes"],
         compression_ratio=info["ratio"],
         bleu=info["bleu"],
         latency_ms=Latency(
