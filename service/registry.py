@@ -41,8 +41,6 @@ from .scheduler import FairScheduler
 from .settings import Settings, resolve_device
 
 log = logging.getLogger(__name__)
-
-
 Lister = Callable[[Path], list[dict[str, Any]]]
 WARMUP_TEXT = "A man is riding a bike."
 
