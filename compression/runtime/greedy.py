@@ -81,7 +81,7 @@ class GreedyLoopTranslator(LengthBatchedTranslator):
     def stepwise(self) -> OnnxTranslator:
         """The one-session-run-per-token translator, for beam search."""
         if self._stepwise is None:
-            self._stepwise = OnnxTranslator(self.directory, self.factory.intra())
+            self._stepwise = OnnxTranslator(self.directory, self.factory)
         return self._stepwise
 
     def greedy_ids(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:

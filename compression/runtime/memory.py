@@ -153,7 +153,7 @@ class MemoryTranslator(OnnxTranslator):
 
     def __init__(self, graphs: RuntimeGraphs, tokenizer: Tokenizer, name: str, sessions: SessionFactory | None = None,
                  options: MemoryOptions = MemoryOptions(), release: bool = True):
-        sessions = sessions or SessionFactory()
+        sessions = (sessions or SessionFactory()).intra()  # step-wise decoding: no row groups
         if tokenizer.vocab_size != graphs.spec.vocab_size:
             raise ValueError(f"{name}: tokenizer has {tokenizer.vocab_size} pieces, the graphs {graphs.spec.vocab_size}")
         self.manifest = {"name": name, **graphs.info}

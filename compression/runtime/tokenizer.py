@@ -147,9 +147,10 @@ def shared_tokenizer(model_file: Path | str) -> Tokenizer:
     """The ``Tokenizer`` of a file, one per distinct content (sha256) in the process while any user holds it:
     variants that ship the same tokenizer (every compressed variant of one base) load SentencePiece once,
     so loading a second variant does not add another copy of it to the resident memory."""
-    raw = Path(model_file).read_bytes() if Path(model_file).exists() else None
-    if raw is None:
+    path = Path(model_file)
+    if not path.exists():
         raise FileNotFoundError(f"SentencePiece model {model_file} not found; train one with train_tokenizer()")
+    raw = path.read_bytes()
     key = hashlib.sha256(raw).hexdigest()
     with _SHARED_LOCK:
         tok = _SHARED.get(key)

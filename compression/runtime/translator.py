@@ -234,7 +234,7 @@ def open_translator(directory: Path | str, sessions: SessionFactory | None = Non
     if catalogue.is_exported(directory) and fmt.GraphSpec.load(directory).storage == "stored":
         from compression.runtime.memory import load_memory_translator
 
-        return load_memory_translator(directory, sessions=sessions.intra())  # step-wise: no row groups
+        return load_memory_translator(directory, sessions=sessions)
     if sessions.greedy_loop:  # greedy in one ONNX Loop run per batch; beam search step by step
         from compression.runtime.greedy import GreedyLoopTranslator
 
