@@ -65,6 +65,10 @@ class Settings(BaseSettings):
         "decoded by single-threaded session calls at once, instead of one call with that many intra-op threads "
         "(benchmarks/speed/README.md); beam search and stored variants keep intra-op threads"
     )
+    cuda_graph: bool = Field(
+        True, description="under CUDA, greedy decoding of graph-file exports replays one CUDA graph per token "
+        "(compression/runtime/static_greedy.py); off, the ONNX Loop graph"
+    )
     ort_cpu_arena: bool = Field(
         False, description="ONNX Runtime's CPU memory arena; off, a large request's memory is given back "
         "afterwards (benchmarks/soak/arena.json)"

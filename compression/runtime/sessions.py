@@ -40,6 +40,7 @@ class SessionFactory:
     greedy_loop: bool = True
     cpu_arena: bool = True
     workers: int = 1
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in PROVIDERS:

@@ -235,6 +235,13 @@ def open_translator(directory: Path | str, sessions: SessionFactory | None = Non
         from compression.runtime.memory import load_memory_translator
 
         return load_memory_translator(directory, sessions=sessions)
+    if sessions.greedy_loop and sessions.cuda_graph and sessions.providers()[0] == "CUDAExecutionProvider":
+        from compression.runtime.static_greedy import StaticGreedyTranslator
+
+        static = StaticGreedyTranslator(directory, sessions)  # one CUDA graph launch per token
+        if static.cuda_graphs:
+            return static
+        log.warning("%s: %s; greedy runs the ONNX Loop instead", directory.name, static.cuda_graph_note)
     if sessions.greedy_loop:  # greedy in one ONNX Loop run per batch; beam search step by step
         from compression.runtime.greedy import GreedyLoopTranslator
 

@@ -1,0 +1,207 @@
+"""Greedy decoding by static-shape steps bound once: IOBinding end to end and, under CUDA, CUDA graphs.
+
+``StaticGreedyTranslator`` is a drop-in for ``GreedyLoopTranslator`` (same export directory, ``translate`` /
+``translate_ids``, greedy by ``compression.runtime.search.greedy``'s rules with each sentence's own limit).
+A batch is padded to a bucket: B rows (1, 2, 4, ..., 256), S source positions and T steps (16, 32, ..., 512).
+Each bucket owns its device buffers, allocated once: the encoder's outputs, and two sets of the step's
+carried values (``graphs_static.carried``: last tokens, position, finished flags, token history, KV cache).
+Step t runs the static step graph reading set t % 2 and writing the other, so each of the bucket's two
+IOBindings always names the same addresses, which is what a CUDA graph needs: ONNX Runtime captures one
+graph per (bucket, parity) (``gpu_graph_id``) on first use and then replays it with a single launch per
+token. Per batch the host sends the padded source ids and limits, per step it reads B finished flags
+(to stop), and at the end the (B, T) token history. Padding rows start finished (limit 1, source = EOS).
+
+Without CUDA (or when ONNX Runtime refuses graph capture for this graph, ``cuda_graph_note`` says why) the
+same bindings run as ordinary session runs. Beam search runs the step-wise ``OnnxTranslator``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from compression.runtime import manifest as manifest_lib
+from compression.runtime import onnx_format as fmt
+from compression.runtime.catalogue import require_exported
+from compression.runtime.graphs_static import build_static_step, carried
+from compression.runtime.greedy import strip_eos
+from compression.runtime.search import LengthBatchedTranslator, SearchConfig
+from compression.runtime.sessions import SessionFactory, cuda_fallback_reason
+from compression.runtime.tokenizer import Tokenizer
+from compression.runtime.translator import OnnxTranslator
+
+log = logging.getLogger(__name__)
+
+ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LENGTHS = (16, 32, 64, 128, 256, 512)
+
+
+def ladder(n: int, rungs: tuple[int, ...]) -> int:
+    """The smallest rung >= n (n must not exceed the last)."""
+    for r in rungs:
+        if r >= n:
+            return r
+    raise ValueError(f"{n} exceeds the largest bucket {rungs[-1]}")
+
+
+@dataclass
+class Bucket:
+    rows: int
+    src_len: int
+    steps: int
+    encoded: dict[str, ort.OrtValue]  # the encoder's outputs (src_mask, cross_*), written in place each batch
+    sets: tuple[dict[str, ort.OrtValue], dict[str, ort.OrtValue]]  # carried values, by input name
+    shared: dict[str, ort.OrtValue]  # steps (T,), limits (B,)
+    bindings: list[ort.IOBinding] = field(default_factory=list)
+    run_options: list[ort.RunOptions] = field(default_factory=list)
+    host: list[np.ndarray] = field(default_factory=list)  # CPU buffers the OrtValues wrap: kept alive
+
+
+class StaticGreedyTranslator(LengthBatchedTranslator):
+    backend = "onnx-static"
+
+    def __init__(self, directory: Path | str, sessions: SessionFactory | None = None, cuda_graph: bool = True):
+        directory = require_exported(directory)
+        sessions = (sessions or SessionFactory()).intra()
+        self.manifest = manifest_lib.verify(directory)
+        self.directory, self.factory = directory, sessions
+        self.spec = fmt.GraphSpec.load(directory)
+        self.tokenizer = Tokenizer(directory / fmt.TOKENIZER_FILE)
+        self.encoder, self.provider = sessions.session(directory / fmt.ENCODER_FILE)
+        self.device_type = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        if sessions.device == "cuda" and self.device_type != "cuda":
+            log.warning("CUDA requested but %s: running %s on %s", cuda_fallback_reason(), directory.name, self.provider)
+        decoder = onnx.load(str(directory / fmt.DECODER_FILE), load_external_data=True)
+        step = build_static_step(decoder, self.spec).SerializeToString()
+        self.cuda_graph_note = "no CUDA" if self.device_type != "cuda" else ("off" if not cuda_graph else "")
+        self.cuda_graphs = False
+        if self.device_type == "cuda" and cuda_graph:
+            try:
+                self.step, _ = sessions.session(step, providers=[("CUDAExecutionProvider", {"enable_cuda_graph": "1"})])
+                self.cuda_graphs = True
+                self.cuda_graph_note = "CUDA graphs"
+            except Exception as exc:  # ONNX Runtime refuses capture (a node on the CPU, control flow...)
+                self.cuda_graph_note = f"CUDA graphs refused: {str(exc).splitlines()[0][:200]}"
+                log.warning("%s: %s", directory.name, self.cuda_graph_note)
+        if not self.cuda_graphs:
+            self.step, _ = sessions.session(step)
+        self.provider_note = self.cuda_graph_note
+        self.carried = carried(self.spec)
+        self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
+        self._buckets: dict[tuple[int, int, int], Bucket] = {}
+        self._graph_ids = itertools.count()
+        self._lock = threading.Lock()
+        self._stepwise: OnnxTranslator | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name"))
+
+    @property
+    def stepwise(self) -> OnnxTranslator:
+        """The one-session-run-per-token translator, for beam search."""
+        if self._stepwise is None:
+            self._stepwise = OnnxTranslator(self.directory, self.factory)
+        return self._stepwise
+
+    @property
+    def buckets(self) -> list[tuple[int, int, int]]:
+        """(rows, source length, steps) of every bucket allocated so far (each holds two CUDA graphs)."""
+        return sorted(self._buckets)
+
+    # -- buffers ----------------------------------------------------------------------------------
+    def _value(self, b: Bucket, array: np.ndarray) -> ort.OrtValue:
+        if self.device_type == "cpu":
+            b.host.append(array)  # the OrtValue wraps this array's memory
+            return ort.OrtValue.ortvalue_from_numpy(array)
+        return ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+
+    def _bucket(self, rows: int, src_len: int, steps: int) -> Bucket:
+        key = (rows, src_len, steps)
+        if key in self._buckets:
+            return self._buckets[key]
+        spec, fdt = self.spec, np.dtype(self.spec.float_dtype)
+        H, Dh = spec.n_heads, spec.head_dim
+        b = Bucket(rows, src_len, steps, {}, ({}, {}), {})
+        b.encoded["src_mask"] = self._value(b, np.zeros((rows, 1, 1, src_len), dtype=bool))
+        for i in range(spec.decoder_layers):
+            for n in fmt.cross_names(i):
+                b.encoded[n] = self._value(b, np.zeros((rows, H, src_len, Dh), dtype=fdt))
+        b.shared["steps"] = self._value(b, np.arange(steps, dtype=np.int64))
+        b.shared["limits"] = self._value(b, np.ones(rows, dtype=np.int64))
+        for s in b.sets:  # zeros: positions not yet written are masked, but must be finite (0 x weight)
+            s["tokens"] = self._value(b, np.zeros(rows, dtype=np.int64))
+            s["pos"] = self._value(b, np.zeros(1, dtype=np.int64))
+            s["finished"] = self._value(b, np.ones(rows, dtype=bool))
+            s["history"] = self._value(b, np.zeros((rows, steps), dtype=np.int64))
+            for i in range(spec.decoder_layers):
+                for n in fmt.past_names(i):
+                    s[n] = self._value(b, np.zeros((rows, H, steps, Dh), dtype=fdt))
+        for parity in (0, 1):
+            src, dst = b.sets[parity], b.sets[1 - parity]
+            io = self.step.io_binding()
+            for name, value in itertools.chain(src.items(), b.shared.items(), b.encoded.items()):
+                io.bind_ortvalue_input(name, value)
+            for name, out in self.carried.items():
+                io.bind_ortvalue_output(out, dst[name])
+            ro = ort.RunOptions()
+            if self.cuda_graphs:
+                ro.add_run_config_entry("gpu_graph_id", str(next(self._graph_ids)))
+            b.bindings.append(io)
+            b.run_options.append(ro)
+        self._buckets[key] = b
+        return b
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def greedy_ids(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
+        """``search.greedy`` over these sources with these per-sentence limits (batches above 256 rows in
+        chunks of 256)."""
+        out: list[list[int]] = []
+        for i in range(0, len(src_ids), ROWS[-1]):
+            with self._lock:
+                out += self._run(src_ids[i : i + ROWS[-1]], limits[i : i + ROWS[-1]])
+        return out
+
+    def _run(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
+        spec, n = self.spec, len(src_ids)
+        steps = max(limits)
+        b = self._bucket(ladder(n, ROWS), ladder(max(len(s) for s in src_ids), LENGTHS), ladder(steps, LENGTHS))
+        src = np.full((b.rows, b.src_len), spec.pad_id, dtype=np.int64)
+        src[n:, 0] = spec.eos_id  # padding rows: a one-token source, so no softmax is over nothing
+        for i, s in enumerate(src_ids):
+            src[i, : len(s)] = s
+        enc = self.encoder.io_binding()
+        enc.bind_cpu_input("src_ids", src)
+        enc.bind_cpu_input("expand", np.array(1, dtype=np.int64))
+        for name in self.encoder_outputs:
+            enc.bind_ortvalue_output(name, b.encoded[name])
+        self.encoder.run_with_iobinding(enc)
+        lim = np.ones(b.rows, dtype=np.int64)
+        lim[:n] = limits
+        b.shared["limits"].update_inplace(lim)
+        first = b.sets[0]
+        first["tokens"].update_inplace(np.full(b.rows, spec.decoder_start_id, dtype=np.int64))
+        first["pos"].update_inplace(np.zeros(1, dtype=np.int64))
+        first["finished"].update_inplace(np.arange(b.rows) >= n)
+        first["history"].update_inplace(np.full((b.rows, b.steps), spec.eos_id, dtype=np.int64))
+        last = 0
+        for t in range(steps):
+            self.step.run_with_iobinding(b.bindings[t % 2], b.run_options[t % 2])
+            last = 1 - t % 2
+            if b.sets[last]["finished"].numpy().all():
+                break
+        return strip_eos(b.sets[last]["history"].numpy()[:n, :steps], spec.eos_id)
+
+    def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig | None = None) -> list[list[int]]:
+        cfg = (cfg or SearchConfig()).capped(self.spec.max_positions)
+        if cfg.beam != 1:
+            return self.stepwise.translate_ids(src_ids, cfg)
+        src_ids = [x[: self.spec.max_positions] for x in src_ids]
+        return self.greedy_ids(src_ids, [cfg.limit(len(s)) for s in src_ids])
