@@ -5,6 +5,7 @@
 #   fp16-rN   the fp16 variant on N translator replicas (1/N of the GPU each)  target >= 2,000 sentences/s, p95 <= 250 ms
 #   all-rN    all 11 exports round-robin on N replicas                          target >= 1,500 sentences/s
 #   single    the single-process service (python -m service), same batching settings: the baseline
+#   fp16x8-rN, single8   the same with eight sentences per request (128 users): issue 13's HTTP figure
 # behind HAProxy (make serve-ray's default); PYPROXY=1 puts Serve's Python proxy in front instead. ~1.5 min per run.
 #
 # The device has Python 3.12, torch, numpy, onnx (protobuf), sentencepiece, pytest; onnxruntime-gpu is unpacked
@@ -106,7 +107,7 @@ load=(--time "$secs" --out "$res" --ready-timeout 300 --users 256 --texts 1 --pr
 ray_env() {  # $1: translator replicas
   local gpus
   gpus=$([ "$device" = cuda ] && "$py" -c "print(round(1 / $1, 3))" || echo 0)
-  echo --server ray --env "TZIP_RAY_REPLICAS=$1" --env "TZIP_RAY_REPLICA_GPUS=$gpus" --env TZIP_RAY_REPLICA_CPUS=2 \
+  echo --server ray --env "TZIP_RAY_REPLICAS=$1" --env "TZIP_RAY_REPLICA_GPUS=$gpus" --env "TZIP_RAY_REPLICA_CPUS=${REPLICA_CPUS:-2}" \
        --env TZIP_RAY_INGRESS_REPLICAS=4 --env TZIP_RAY_INGRESS_CPUS=1 --env TZIP_RAY_MODELS_PER_REPLICA=11
 }
 extra=()  # PYPROXY=1: Serve's Python proxy instead of HAProxy
@@ -114,11 +115,16 @@ extra=()  # PYPROXY=1: Serve's Python proxy instead of HAProxy
 for run in ${RUNS:-fp16-r4 all-r4}; do
   case "$run" in
     single) "$py" benchmarks/locust/run.py --label h200-single-fp16-1text --variants fp16 "${batching[@]}" "${load[@]}" || true ;;
+    fp16x8-r*) "$py" benchmarks/locust/run.py --label "h200-ray-fp16-8texts-${run#fp16x8-}" --variants fp16 "${batching[@]}" \
+               --time "$secs" --out "$res" --ready-timeout 300 --users 128 --texts 8 --processes 4 \
+               $(ray_env "${run#fp16x8-r}") ${extra[@]+"${extra[@]}"} || true ;;
+    single8) "$py" benchmarks/locust/run.py --label h200-single-fp16-8texts --variants fp16 "${batching[@]}" \
+               --time "$secs" --out "$res" --ready-timeout 300 --users 128 --texts 8 --processes 4 || true ;;
     fp16-r*) "$py" benchmarks/locust/run.py --label "h200-ray-fp16-1text-${run#fp16-}" --variants fp16 "${batching[@]}" \
                "${load[@]}" $(ray_env "${run#fp16-r}") ${extra[@]+"${extra[@]}"} || true ;;
     all-r*) "$py" benchmarks/locust/run.py --label "h200-ray-11variants-${run#all-}" --variants "$all" "${batching[@]}" \
               "${load[@]}" $(ray_env "${run#all-r}") ${extra[@]+"${extra[@]}"} || true ;;
-    *) echo "unknown run $run (single, fp16-rN, all-rN)"; exit 2 ;;
+    *) echo "unknown run $run (single, single8, fp16-rN, fp16x8-rN, all-rN)"; exit 2 ;;
   esac
 done
 "$py" benchmarks/locust/run.py --report "$res"

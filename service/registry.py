@@ -30,7 +30,7 @@ from typing import Any
 from compression.runtime import manifest as manifest_lib
 from compression.runtime.attention import OnnxAttention
 from compression.runtime.search import SearchConfig
-from compression.runtime.sessions import SessionFactory
+from compression.runtime.sessions import SessionFactory, gpu_shared
 
 from . import artifacts
 from .artifacts import Loader, describe, number, pick_default, public_error, unreadable_manifests
@@ -289,8 +289,8 @@ class VariantRegistry:
         start = time.perf_counter()
         before = await asyncio.to_thread(self.memory.measure)
         try:
-            translator = await asyncio.to_thread(self._loader, Path(v.manifest["path"]), self.sessions)
-            await asyncio.to_thread(translator.translate, [WARMUP_TEXT], SearchConfig(), 1)
+            translator = await asyncio.to_thread(gpu_shared(self._loader), Path(v.manifest["path"]), self.sessions)
+            await asyncio.to_thread(gpu_shared(translator.translate), [WARMUP_TEXT], SearchConfig(), 1)
         except Exception as e:
             self._mark_broken(v, e)
             raise VariantUnavailable(f"variant {v.name!r} is broken: {v.error}") from e
@@ -300,7 +300,7 @@ class VariantRegistry:
         v.translator, v.provider, v.error = translator, str(getattr(translator, "provider", "unknown")), None
         v.weight_bytes = artifacts.resident_weights(translator, v.model_bytes)
         v.batcher = DynamicBatcher(
-            v.name, self._measured(translator.translate), self._executor, self.metrics,
+            v.name, self._measured(gpu_shared(translator.translate)), self._executor, self.metrics,
             s.max_batch_size, s.max_wait_ms / 1000, s.max_queue, self.scheduler, s.max_batch_rows,
         )
         v.batcher.start()

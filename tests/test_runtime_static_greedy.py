@@ -142,3 +142,44 @@ def test_open_translator_uses_static_steps_only_under_cuda(exported):
     assert isinstance(open_translator(exported, SessionFactory()), GreedyLoopTranslator)
     st = StaticGreedyTranslator(exported)
     assert not st.cuda_graphs and st.cuda_graph_note == "no CUDA"
+
+
+def test_a_capture_runs_alone_and_shared_gpu_work_runs_together():
+    """sessions.GPU_WORK: shared holders overlap; an exclusive holder waits for them and keeps new ones out."""
+    import threading
+    import time
+
+    from compression.runtime.sessions import GpuWork, gpu_shared
+
+    work, events = GpuWork(), []
+
+    def hold(kind: str, label: str, seconds: float) -> None:
+        with work.exclusive() if kind == "x" else work.shared():
+            events.append(f"+{label}")
+            time.sleep(seconds)
+            events.append(f"-{label}")
+
+    a = threading.Thread(target=hold, args=("s", "a", 0.3))
+    a.start()
+    time.sleep(0.05)
+    b = threading.Thread(target=hold, args=("s", "b", 0.1))  # overlaps a
+    b.start()
+    b.join()
+    x = threading.Thread(target=hold, args=("x", "x", 0.1))  # waits for a
+    x.start()
+    time.sleep(0.05)
+    c = threading.Thread(target=hold, args=("s", "c", 0.01))  # waits for x: writers first
+    c.start()
+    for t in (a, x, c):
+        t.join()
+    assert events == ["+a", "+b", "-b", "-a", "+x", "-x", "+c", "-c"]
+
+    class Own:
+        takes_gpu_work = True
+
+        def go(self) -> int:
+            return 1
+
+    own = Own()
+    assert gpu_shared(own.go) == own.go  # a translator that takes the lock itself is not wrapped
+    assert gpu_shared(lambda: 2)() == 2

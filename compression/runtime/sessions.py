@@ -8,8 +8,13 @@ falls back to the CPU silently when CUDA cannot start. No torch here.
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 from onnx import TensorProto, helper
@@ -79,6 +84,64 @@ class SessionFactory:
         source = model if isinstance(model, bytes) else str(model)
         s = ort.InferenceSession(source, sess_options=options or self.options(), providers=providers or self.providers())
         return s, s.get_providers()[0]
+
+
+class GpuWork:
+    """Who may use the GPU now, process-wide. ONNX Runtime captures a CUDA graph in CUDA's global capture mode:
+    any other CUDA call of the process meanwhile (another session's kernels, an allocation, a copy) fails, and
+    fails the capture. A capturing run takes this exclusively; all other GPU work (loading a variant, running
+    one) shares it. Writers first: a waiting capture stops new shared holders. Not re-entrant: never nest."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._writer = False
+        self._waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._writer or self._shared:
+                self._cond.wait()
+            self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+GPU_WORK = GpuWork()
+
+
+def gpu_shared(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` run under ``GPU_WORK.shared()``, unless it is a method of a translator that takes ``GPU_WORK``
+    itself (``takes_gpu_work``: the CUDA-graph translator, whose captures need it exclusively)."""
+    if getattr(getattr(fn, "__self__", None), "takes_gpu_work", False):
+        return fn
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with GPU_WORK.shared():
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def cuda_fallback_reason() -> str:

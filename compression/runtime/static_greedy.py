@@ -33,7 +33,7 @@ from compression.runtime.catalogue import require_exported
 from compression.runtime.graphs_static import build_static_step, carried
 from compression.runtime.greedy import strip_eos
 from compression.runtime.search import LengthBatchedTranslator, SearchConfig
-from compression.runtime.sessions import SessionFactory, cuda_fallback_reason
+from compression.runtime.sessions import GPU_WORK, SessionFactory, cuda_fallback_reason
 from compression.runtime.tokenizer import Tokenizer
 from compression.runtime.translator import OnnxTranslator
 
@@ -62,10 +62,15 @@ class Bucket:
     bindings: list[ort.IOBinding] = field(default_factory=list)
     run_options: list[ort.RunOptions] = field(default_factory=list)
     host: list[np.ndarray] = field(default_factory=list)  # CPU buffers the OrtValues wrap: kept alive
+    runs: list[int] = field(default_factory=lambda: [0, 0])  # step runs of each parity (graph id) so far
+
+
+CAPTURE_RUNS = 3  # ONNX Runtime captures a graph id within its first runs (after a regular one): those run alone
 
 
 class StaticGreedyTranslator(LengthBatchedTranslator):
     backend = "onnx-static"
+    takes_gpu_work = True  # sessions.GPU_WORK: exclusively while its graphs may be captured, shared otherwise
 
     def __init__(self, directory: Path | str, sessions: SessionFactory | None = None, cuda_graph: bool = True):
         directory = require_exported(directory)
@@ -165,14 +170,18 @@ class StaticGreedyTranslator(LengthBatchedTranslator):
         chunks of 256)."""
         out: list[list[int]] = []
         for i in range(0, len(src_ids), ROWS[-1]):
+            chunk, lim = src_ids[i : i + ROWS[-1]], limits[i : i + ROWS[-1]]
+            key = (ladder(len(chunk), ROWS), ladder(max(len(s) for s in chunk), LENGTHS), ladder(max(lim), LENGTHS))
             with self._lock:
-                out += self._run(src_ids[i : i + ROWS[-1]], limits[i : i + ROWS[-1]])
+                b = self._buckets.get(key)
+                capturing = self.cuda_graphs and (b is None or min(b.runs) < CAPTURE_RUNS)
+                with GPU_WORK.exclusive() if capturing else GPU_WORK.shared():  # allocating a bucket too
+                    out += self._run(b or self._bucket(*key), chunk, lim)
         return out
 
-    def _run(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
+    def _run(self, b: Bucket, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
         spec, n = self.spec, len(src_ids)
         steps = max(limits)
-        b = self._bucket(ladder(n, ROWS), ladder(max(len(s) for s in src_ids), LENGTHS), ladder(steps, LENGTHS))
         src = np.full((b.rows, b.src_len), spec.pad_id, dtype=np.int64)
         src[n:, 0] = spec.eos_id  # padding rows: a one-token source, so no softmax is over nothing
         for i, s in enumerate(src_ids):
@@ -194,6 +203,7 @@ class StaticGreedyTranslator(LengthBatchedTranslator):
         last = 0
         for t in range(steps):
             self.step.run_with_iobinding(b.bindings[t % 2], b.run_options[t % 2])
+            b.runs[t % 2] += 1
             last = 1 - t % 2
             if b.sets[last]["finished"].numpy().all():
                 break
@@ -202,6 +212,7 @@ class StaticGreedyTranslator(LengthBatchedTranslator):
     def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig | None = None) -> list[list[int]]:
         cfg = (cfg or SearchConfig()).capped(self.spec.max_positions)
         if cfg.beam != 1:
-            return self.stepwise.translate_ids(src_ids, cfg)
+            with GPU_WORK.shared():
+                return self.stepwise.translate_ids(src_ids, cfg)
         src_ids = [x[: self.spec.max_positions] for x in src_ids]
         return self.greedy_ids(src_ids, [cfg.limit(len(s)) for s in src_ids])
