@@ -77,7 +77,7 @@ class SessionFactory:
             return PROVIDERS["cpu"]
         return PROVIDERS[self.device]
 
-    def session(self, model: Path | str | bytes, providers: list[str] | None = None,
+    def session(self, model: Path | str | bytes, providers: list[str | tuple[str, dict[str, str]]] | None = None,
                 options: ort.SessionOptions | None = None) -> tuple[ort.InferenceSession, str]:
         """A session over a graph file (or serialized graph) and the provider that really runs it;
         ``options`` (default ``self.options()``) when the caller adds entries (e.g. shared weights)."""
