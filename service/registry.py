@@ -216,7 +216,8 @@ class VariantRegistry:
             try:
                 await asyncio.to_thread(self._verify, Path(v.manifest["path"]))
             except Exception as e:
-                self._mark_broken(v, e)
+                if v.state == "available":  # a first request may be loading it meanwhile: that load marks it once
+                    self._mark_broken(v, e)
 
     def _mark_broken(self, v: Variant, e: Exception) -> None:
         v.state, v.failed_at, v.error = "broken", time.monotonic(), public_error(e)
