@@ -104,6 +104,7 @@ batching=(--env "TZIP_DEVICE=$device" --env "TZIP_MODEL_ROOT=$root" --env TZIP_D
           --env TZIP_MAX_BATCH_SIZE=256 --env "TZIP_MAX_BATCH_ROWS=${MAX_BATCH_ROWS:-256}" --env TZIP_MAX_WAIT_MS=5
           --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2 --env TZIP_MEMORY_BUDGET_MB=8192)
 load=(--time "$secs" --out "$res" --ready-timeout 300 --users 256 --texts 1 --processes 4)
+load8=(--time "$secs" --out "$res" --ready-timeout 300 --users 128 --texts 8 --processes 4)  # fp16x8-rN, single8
 ray_env() {  # $1: translator replicas
   local gpus
   gpus=$([ "$device" = cuda ] && "$py" -c "print(round(1 / $1, 3))" || echo 0)
@@ -116,10 +117,8 @@ for run in ${RUNS:-fp16-r4 all-r4}; do
   case "$run" in
     single) "$py" benchmarks/locust/run.py --label h200-single-fp16-1text --variants fp16 "${batching[@]}" "${load[@]}" || true ;;
     fp16x8-r*) "$py" benchmarks/locust/run.py --label "h200-ray-fp16-8texts-${run#fp16x8-}" --variants fp16 "${batching[@]}" \
-               --time "$secs" --out "$res" --ready-timeout 300 --users 128 --texts 8 --processes 4 \
-               $(ray_env "${run#fp16x8-r}") ${extra[@]+"${extra[@]}"} || true ;;
-    single8) "$py" benchmarks/locust/run.py --label h200-single-fp16-8texts --variants fp16 "${batching[@]}" \
-               --time "$secs" --out "$res" --ready-timeout 300 --users 128 --texts 8 --processes 4 || true ;;
+               "${load8[@]}" $(ray_env "${run#fp16x8-r}") ${extra[@]+"${extra[@]}"} || true ;;
+    single8) "$py" benchmarks/locust/run.py --label h200-single-fp16-8texts --variants fp16 "${batching[@]}" "${load8[@]}" || true ;;
     fp16-r*) "$py" benchmarks/locust/run.py --label "h200-ray-fp16-1text-${run#fp16-}" --variants fp16 "${batching[@]}" \
                "${load[@]}" $(ray_env "${run#fp16-r}") ${extra[@]+"${extra[@]}"} || true ;;
     all-r*) "$py" benchmarks/locust/run.py --label "h200-ray-11variants-${run#all-}" --variants "$all" "${batching[@]}" \

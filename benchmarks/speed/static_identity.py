@@ -62,7 +62,6 @@ def main() -> None:
 
     sources = [s for s, _ in load_split("test_2016_flickr")]
     if args.tiny:
-        sys.path.insert(0, str(REPO))
         from tests.onnx_fixtures import export_tiny
 
         dirs = {p: export_tiny(tempfile.mkdtemp(), f"tiny-{p}", seed=2, precision=p) for p in ("fp32", "fp16")}

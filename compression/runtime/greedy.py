@@ -50,28 +50,27 @@ def row_groups(n: int, groups: int) -> list[list[int]]:
     return [list(range(g, n, k)) for g in range(k)]
 
 
-class GreedyLoopTranslator(LengthBatchedTranslator):
-    backend = "onnx-loop"
+class ExportGreedy(LengthBatchedTranslator):
+    """What the greedy translators of an export share (the Loop here, CUDA graphs in ``static_greedy``): the
+    verified manifest, spec, tokenizer and encoder session; ``greedy_ids`` by the subclass, beam search by the
+    step-wise ``OnnxTranslator`` (created on first use)."""
 
-    def __init__(self, directory: Path | str, sessions: SessionFactory | None = None):
+    def __init__(self, directory: Path | str, sessions: SessionFactory):
         directory = require_exported(directory)
-        sessions = sessions or SessionFactory()
         self.manifest = manifest_lib.verify(directory)
         self.directory, self.factory = directory, sessions
         self.spec = fmt.GraphSpec.load(directory)
         self.tokenizer = Tokenizer(directory / fmt.TOKENIZER_FILE)
-        self.encoder, _ = sessions.session(directory / fmt.ENCODER_FILE)  # row groups share the sessions
-        # batches shrink as the step-wise runtime does (the phase Loop); a batch of one needs only the token Loop
-        self.sessions = {shrink: sessions.session(build_greedy(directory, shrink).SerializeToString())[0]
-                         for shrink in (True, False)}
-        self.provider = self.sessions[True].get_providers()[0]
-        self.device_type = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        self.encoder, self.provider = sessions.session(directory / fmt.ENCODER_FILE)  # row groups share it
         self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
-        if sessions.device == "cuda" and self.provider != "CUDAExecutionProvider":
-            log.warning("CUDA requested but %s: running %s on %s", cuda_fallback_reason(), directory.name, self.provider)
         self._stepwise: OnnxTranslator | None = None
-        self.workers = sessions.workers
-        self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="tzip-rows") if self.workers > 1 else None
+
+    def _found_provider(self, provider: str) -> None:
+        """Record the provider that really runs the decoding (warn when CUDA was asked for but is not it)."""
+        self.provider = provider
+        self.device_type = "cuda" if provider == "CUDAExecutionProvider" else "cpu"
+        if self.factory.device == "cuda" and self.device_type != "cuda":
+            log.warning("CUDA requested but %s: running %s on %s", cuda_fallback_reason(), self.directory.name, provider)
 
     @property
     def name(self) -> str:
@@ -83,6 +82,33 @@ class GreedyLoopTranslator(LengthBatchedTranslator):
         if self._stepwise is None:
             self._stepwise = OnnxTranslator(self.directory, self.factory)
         return self._stepwise
+
+    def greedy_ids(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def beam_ids(self, src_ids: list[list[int]], cfg: SearchConfig) -> list[list[int]]:
+        return self.stepwise.translate_ids(src_ids, cfg)
+
+    def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig | None = None) -> list[list[int]]:
+        cfg = (cfg or SearchConfig()).capped(self.spec.max_positions)
+        if cfg.beam != 1:
+            return self.beam_ids(src_ids, cfg)
+        src_ids = [x[: self.spec.max_positions] for x in src_ids]
+        return self.greedy_ids(src_ids, [cfg.limit(len(s)) for s in src_ids])
+
+
+class GreedyLoopTranslator(ExportGreedy):
+    backend = "onnx-loop"
+
+    def __init__(self, directory: Path | str, sessions: SessionFactory | None = None):
+        sessions = sessions or SessionFactory()
+        super().__init__(directory, sessions)
+        # batches shrink as the step-wise runtime does (the phase Loop); a batch of one needs only the token Loop
+        self.sessions = {shrink: sessions.session(build_greedy(self.directory, shrink).SerializeToString())[0]
+                         for shrink in (True, False)}
+        self._found_provider(self.sessions[True].get_providers()[0])
+        self.workers = sessions.workers
+        self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="tzip-rows") if self.workers > 1 else None
 
     def greedy_ids(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
         """``search.greedy`` over these sources with these per-sentence limits: one session run per row group."""
@@ -115,10 +141,3 @@ class GreedyLoopTranslator(LengthBatchedTranslator):
         b.bind_output(GREEDY_OUTPUT, "cpu")
         session.run_with_iobinding(b)
         return strip_eos(b.get_outputs()[0].numpy(), self.spec.eos_id)
-
-    def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig | None = None) -> list[list[int]]:
-        cfg = (cfg or SearchConfig()).capped(self.spec.max_positions)
-        if cfg.beam != 1:
-            return self.stepwise.translate_ids(src_ids, cfg)
-        src_ids = [x[: self.spec.max_positions] for x in src_ids]
-        return self.greedy_ids(src_ids, [cfg.limit(len(s)) for s in src_ids])

@@ -27,15 +27,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from compression.runtime import manifest as manifest_lib
 from compression.runtime import onnx_format as fmt
-from compression.runtime.catalogue import require_exported
 from compression.runtime.graphs_static import build_static_step, carried
-from compression.runtime.greedy import strip_eos
-from compression.runtime.search import LengthBatchedTranslator, SearchConfig
-from compression.runtime.sessions import GPU_WORK, SessionFactory, cuda_fallback_reason
-from compression.runtime.tokenizer import Tokenizer
-from compression.runtime.translator import OnnxTranslator
+from compression.runtime.greedy import ExportGreedy, strip_eos
+from compression.runtime.search import SearchConfig
+from compression.runtime.sessions import GPU_WORK, SessionFactory
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +64,15 @@ class Bucket:
 CAPTURE_RUNS = 3  # ONNX Runtime captures a graph id within its first runs (after a regular one): those run alone
 
 
-class StaticGreedyTranslator(LengthBatchedTranslator):
+class StaticGreedyTranslator(ExportGreedy):
     backend = "onnx-static"
     takes_gpu_work = True  # sessions.GPU_WORK: exclusively while its graphs may be captured, shared otherwise
 
     def __init__(self, directory: Path | str, sessions: SessionFactory | None = None, cuda_graph: bool = True):
-        directory = require_exported(directory)
         sessions = (sessions or SessionFactory()).intra()
-        self.manifest = manifest_lib.verify(directory)
-        self.directory, self.factory = directory, sessions
-        self.spec = fmt.GraphSpec.load(directory)
-        self.tokenizer = Tokenizer(directory / fmt.TOKENIZER_FILE)
-        self.encoder, self.provider = sessions.session(directory / fmt.ENCODER_FILE)
-        self.device_type = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
-        if sessions.device == "cuda" and self.device_type != "cuda":
-            log.warning("CUDA requested but %s: running %s on %s", cuda_fallback_reason(), directory.name, self.provider)
-        decoder = onnx.load(str(directory / fmt.DECODER_FILE), load_external_data=True)
+        super().__init__(directory, sessions)
+        self._found_provider(self.provider)
+        decoder = onnx.load(str(self.directory / fmt.DECODER_FILE), load_external_data=True)
         step = build_static_step(decoder, self.spec).SerializeToString()
         self.cuda_graph_note = "no CUDA" if self.device_type != "cuda" else ("off" if not cuda_graph else "")
         self.cuda_graphs = False
@@ -94,27 +83,18 @@ class StaticGreedyTranslator(LengthBatchedTranslator):
                 self.cuda_graph_note = "CUDA graphs"
             except Exception as exc:  # ONNX Runtime refuses capture (a node on the CPU, control flow...)
                 self.cuda_graph_note = f"CUDA graphs refused: {str(exc).splitlines()[0][:200]}"
-                log.warning("%s: %s", directory.name, self.cuda_graph_note)
+                log.warning("%s: %s", self.directory.name, self.cuda_graph_note)
         if not self.cuda_graphs:
             self.step, _ = sessions.session(step)
-        self.provider_note = self.cuda_graph_note
         self.carried = carried(self.spec)
-        self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
         self._buckets: dict[tuple[int, int, int], Bucket] = {}
         self._graph_ids = itertools.count()
         self._lock = threading.Lock()
-        self._stepwise: OnnxTranslator | None = None
 
     @property
-    def name(self) -> str:
-        return str(self.manifest.get("name"))
-
-    @property
-    def stepwise(self) -> OnnxTranslator:
-        """The one-session-run-per-token translator, for beam search."""
-        if self._stepwise is None:
-            self._stepwise = OnnxTranslator(self.directory, self.factory)
-        return self._stepwise
+    def provider_note(self) -> str:
+        """Shown beside the provider by the benchmarks: whether CUDA graphs run, and if not why."""
+        return self.cuda_graph_note
 
     @property
     def buckets(self) -> list[tuple[int, int, int]]:
@@ -209,10 +189,6 @@ class StaticGreedyTranslator(LengthBatchedTranslator):
                 break
         return strip_eos(b.sets[last]["history"].numpy()[:n, :steps], spec.eos_id)
 
-    def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig | None = None) -> list[list[int]]:
-        cfg = (cfg or SearchConfig()).capped(self.spec.max_positions)
-        if cfg.beam != 1:
-            with GPU_WORK.shared():
-                return self.stepwise.translate_ids(src_ids, cfg)
-        src_ids = [x[: self.spec.max_positions] for x in src_ids]
-        return self.greedy_ids(src_ids, [cfg.limit(len(s)) for s in src_ids])
+    def beam_ids(self, src_ids: list[list[int]], cfg: SearchConfig) -> list[list[int]]:
+        with GPU_WORK.shared():  # not wrapped by the service (takes_gpu_work): never beside a capture
+            return super().beam_ids(src_ids, cfg)
