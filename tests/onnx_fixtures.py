@@ -32,8 +32,10 @@ SENTENCES = [
 SOURCES = SENTENCES[0::2]
 
 
-def tiny_model_and_tokenizer(seed: int = 0):
-    """(Transformer, Tokenizer): random weights from ``seed``; LayerNorms and biases perturbed so they matter."""
+def tiny_model_and_tokenizer(seed: int = 0, eos_bias: float = 0.0):
+    """(Transformer, Tokenizer): random weights from ``seed``; LayerNorms and biases perturbed so they matter.
+    ``eos_bias`` is added to EOS's logit: a random model then ends its sentences at varied lengths (beam search
+    tests need hypotheses that finish by EOS, not only by the length limit)."""
     import torch
 
     from compression.runtime.tokenizer import train_tokenizer
@@ -48,15 +50,16 @@ def tiny_model_and_tokenizer(seed: int = 0):
         for name, p in model.named_parameters():
             if p.dim() == 1 or name == "final_logits_bias":
                 p.add_(0.1 * torch.randn_like(p))
+        model.final_logits_bias[0, tok.eos_id] += eos_bias
     return model, tok
 
 
 def export_tiny(out_dir: Path | str, name: str = "tiny", seed: int = 0, precision: str = "fp32",
-                bleu: float | None = 1.0) -> Path:
+                bleu: float | None = 1.0, eos_bias: float = 0.0) -> Path:
     """Export a tiny random model as variant ``name`` into ``out_dir/name``; returns that directory."""
     from compression.export.writer import ExportConfig, export_model
 
-    model, tok = tiny_model_and_tokenizer(seed)
+    model, tok = tiny_model_and_tokenizer(seed, eos_bias)
     out = Path(out_dir) / name
     out.mkdir(parents=True, exist_ok=True)
     tok_file = Path(out_dir) / f".{name}.tokenizer.model"

@@ -49,11 +49,13 @@ def test_loop_translate_equals_stepwise_and_pytorch(exported):
         assert loop.translate_ids(ids, cfg) == TorchTranslator(model, tok).translate_ids(ids, cfg)
 
 
-def test_beam_search_runs_the_stepwise_path(exported):
+def test_beam_search_runs_the_beam_loop(exported):
     loop, step = GreedyLoopTranslator(exported), OnnxTranslator(exported)
     ids = loop.tokenizer.encode(SOURCES[:4])
     cfg = SearchConfig(beam=3, max_len=20)
+    assert loop._beam_session is None  # built on the first beam request, not at load
     assert loop.translate_ids(ids, cfg) == step.translate_ids(ids, cfg)
+    assert loop._beam_session is not None and loop._stepwise is None
 
 
 def test_strip_eos_cuts_at_the_first_eos():

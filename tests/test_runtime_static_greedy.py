@@ -125,11 +125,12 @@ def test_more_rows_than_the_largest_bucket_run_in_chunks(exported, monkeypatch):
     assert static.buckets == [(1, 16, 16), (2, 16, 16)]
 
 
-def test_beam_search_runs_the_stepwise_path(exported):
+def test_beam_search_runs_the_beam_loop(exported):
     static, step = StaticGreedyTranslator(exported), OnnxTranslator(exported)
     ids = static.tokenizer.encode(SOURCES[:4])
     cfg = SearchConfig(beam=3, max_len=20)
     assert static.translate_ids(ids, cfg) == step.translate_ids(ids, cfg)
+    assert static._beam_session is not None and static._stepwise is None
 
 
 def test_ladder_and_the_cpu_default():

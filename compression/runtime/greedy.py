@@ -2,8 +2,8 @@
 
 ``GreedyLoopTranslator`` is a drop-in for ``runtime.OnnxTranslator``: same export directory, same
 ``translate`` / ``translate_ids``, token-identical greedy output (``compression.runtime.search.greedy`` with
-each sentence's own length limit). Beam search is not in the graph: ``beam > 1`` runs the step-wise
-``OnnxTranslator`` (created on first use).
+each sentence's own length limit). Beam search (``beam > 1``) is one run too: the ``graphs_beam`` Loop
+(``compression.runtime.search.beam_search`` rule for rule), built on first use.
 
 Row groups (``SessionFactory.workers`` = N > 1): a batch is dealt into N groups of rows, each decoded by
 its own run of the same sessions at the same time (N - 1 from a thread pool, one in the calling thread).
@@ -18,14 +18,18 @@ the GPU). The loop graph is built in memory from the variant's decoder when the 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from compression.runtime import manifest as manifest_lib
 from compression.runtime import onnx_format as fmt
 from compression.runtime.catalogue import require_exported
+from compression.runtime.graphs_beam import BEAM_OUTPUT, build_beam
 from compression.runtime.graphs_greedy import GREEDY_OUTPUT, build_greedy
 from compression.runtime.search import LengthBatchedTranslator, SearchConfig, pad_batch
 from compression.runtime.sessions import SessionFactory, cuda_fallback_reason
@@ -53,7 +57,8 @@ def row_groups(n: int, groups: int) -> list[list[int]]:
 class ExportGreedy(LengthBatchedTranslator):
     """What the greedy translators of an export share (the Loop here, CUDA graphs in ``static_greedy``): the
     verified manifest, spec, tokenizer and encoder session; ``greedy_ids`` by the subclass, beam search by the
-    step-wise ``OnnxTranslator`` (created on first use)."""
+    ``graphs_beam`` Loop (its session created on first use: a service that never asks for a beam never pays
+    for it)."""
 
     def __init__(self, directory: Path | str, sessions: SessionFactory):
         directory = require_exported(directory)
@@ -64,6 +69,8 @@ class ExportGreedy(LengthBatchedTranslator):
         self.encoder, self.provider = sessions.session(directory / fmt.ENCODER_FILE)  # row groups share it
         self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
         self._stepwise: OnnxTranslator | None = None
+        self._beam_session: ort.InferenceSession | None = None
+        self._beam_lock = threading.Lock()
 
     def _found_provider(self, provider: str) -> None:
         """Record the provider that really runs the decoding (warn when CUDA was asked for but is not it)."""
@@ -78,23 +85,48 @@ class ExportGreedy(LengthBatchedTranslator):
 
     @property
     def stepwise(self) -> OnnxTranslator:
-        """The one-session-run-per-token translator, for beam search."""
+        """The one-session-run-per-token translator (the reference the Loops are tested against)."""
         if self._stepwise is None:
-            self._stepwise = OnnxTranslator(self.directory, self.factory)
+            self._stepwise = OnnxTranslator(self.directory, self.factory.intra())
         return self._stepwise
+
+    @property
+    def beam_session(self) -> ort.InferenceSession:
+        with self._beam_lock:  # two first beam requests at once build it once
+            if self._beam_session is None:
+                self._beam_session, _ = self.factory.session(build_beam(self.directory).SerializeToString())
+            return self._beam_session
 
     def greedy_ids(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
         raise NotImplementedError
 
-    def beam_ids(self, src_ids: list[list[int]], cfg: SearchConfig) -> list[list[int]]:
-        return self.stepwise.translate_ids(src_ids, cfg)
+    def beam_ids(self, src_ids: list[list[int]], limits: list[int], cfg: SearchConfig) -> list[list[int]]:
+        """``search.beam_search`` over these sources: one run of the encoder (each row repeated ``beam``
+        times) and one of the beam Loop."""
+        session = self.beam_session
+        enc = self.encoder.io_binding()
+        enc.bind_cpu_input("src_ids", pad_batch(src_ids, self.spec.pad_id))
+        enc.bind_cpu_input("expand", np.array(cfg.beam, dtype=np.int64))
+        for name in self.encoder_outputs:
+            enc.bind_output(name, self.device_type)
+        self.encoder.run_with_iobinding(enc)
+        b = session.io_binding()
+        for name, value in zip(self.encoder_outputs, enc.get_outputs(), strict=True):
+            b.bind_ortvalue_input(name, value)
+        b.bind_cpu_input("limits", np.asarray(limits, dtype=np.int64))
+        b.bind_cpu_input("beam", np.array(cfg.beam, dtype=np.int64))
+        b.bind_cpu_input("length_penalty", np.array(cfg.length_penalty, dtype=np.float64))
+        b.bind_output(BEAM_OUTPUT, "cpu")
+        session.run_with_iobinding(b)
+        return strip_eos(b.get_outputs()[0].numpy(), self.spec.eos_id)
 
     def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig | None = None) -> list[list[int]]:
         cfg = (cfg or SearchConfig()).capped(self.spec.max_positions)
-        if cfg.beam != 1:
-            return self.beam_ids(src_ids, cfg)
         src_ids = [x[: self.spec.max_positions] for x in src_ids]
-        return self.greedy_ids(src_ids, [cfg.limit(len(s)) for s in src_ids])
+        limits = [cfg.limit(len(s)) for s in src_ids]
+        if cfg.beam != 1:
+            return self.beam_ids(src_ids, limits, cfg)
+        return self.greedy_ids(src_ids, limits)
 
 
 class GreedyLoopTranslator(ExportGreedy):
@@ -112,12 +144,19 @@ class GreedyLoopTranslator(ExportGreedy):
 
     def greedy_ids(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
         """``search.greedy`` over these sources with these per-sentence limits: one session run per row group."""
+        return self._in_groups(self._greedy_run, src_ids, limits)
+
+    def beam_ids(self, src_ids: list[list[int]], limits: list[int], cfg: SearchConfig) -> list[list[int]]:
+        """``search.beam_search``: one run of the beam Loop per row group (sentences, each with its beams)."""
+        return self._in_groups(lambda src, lim: ExportGreedy.beam_ids(self, src, lim, cfg), src_ids, limits)
+
+    def _in_groups(self, run: Callable[[list[list[int]], list[int]], list[list[int]]], src_ids: list[list[int]],
+                   limits: list[int]) -> list[list[int]]:
         groups = row_groups(len(src_ids), self.workers)
         if self._pool is None or len(groups) == 1:
-            return self._greedy_run(src_ids, limits)
-        jobs = [self._pool.submit(self._greedy_run, [src_ids[i] for i in rows], [limits[i] for i in rows])
-                for rows in groups[1:]]
-        done = [self._greedy_run([src_ids[i] for i in groups[0]], [limits[i] for i in groups[0]])]
+            return run(src_ids, limits)
+        jobs = [self._pool.submit(run, [src_ids[i] for i in rows], [limits[i] for i in rows]) for rows in groups[1:]]
+        done = [run([src_ids[i] for i in groups[0]], [limits[i] for i in groups[0]])]
         done += [job.result() for job in jobs]
         out: list[list[int]] = [[] for _ in src_ids]
         for rows, hyps in zip(groups, done, strict=True):

@@ -189,6 +189,6 @@ class StaticGreedyTranslator(ExportGreedy):
                 break
         return strip_eos(b.sets[last]["history"].numpy()[:n, :steps], spec.eos_id)
 
-    def beam_ids(self, src_ids: list[list[int]], cfg: SearchConfig) -> list[list[int]]:
+    def beam_ids(self, src_ids: list[list[int]], limits: list[int], cfg: SearchConfig) -> list[list[int]]:
         with GPU_WORK.shared():  # not wrapped by the service (takes_gpu_work): never beside a capture
-            return super().beam_ids(src_ids, cfg)
+            return super().beam_ids(src_ids, limits, cfg)
