@@ -4,6 +4,7 @@
 #   STAGE=setup  onnxruntime-gpu into /tmp/site (part-aa already in /tmp/ort, part-ab carried), the wheels carried
 #                under .carry/rw*/ installed, and the plumbing checked on a tiny random export (~1 min)
 #   STAGE=main   the models (tar parts in /tmp/parts and .carry/), exports, the speed benchmarks, locust (~7 min)
+#   STAGE=exports  the models and exports only (for scripts/device_ray.sh, whose EXPORT_ROOT is /tmp/onnx)
 #   STAGE=beam   the models and exports as in main, then beam search as one ONNX Loop run (graphs_beam) against
 #                step-wise beam search under CUDA: benchmarks/speed/beam_identity.py, base / fp16 / int8 (~6 min)
 # Calls, each at most 64 MiB with the tree (move models/ out of the checkout first; it travels as a tar):
@@ -42,7 +43,7 @@ case "${STAGE:-main}" in
   setup)
     "$py" benchmarks/speed/static_identity.py --tiny --device cuda --latency-n 20 --out "$out/static_tiny"
     ;;
-  main|beam)
+  main|beam|exports)
     if [ ! -f models/base/config.json ]; then
       cat /tmp/parts/models.tar.part-* .carry/mb2/models.tar.part-ac 2>/dev/null | tar x -C /tmp && cp -r /tmp/models .
     fi
@@ -52,6 +53,7 @@ case "${STAGE:-main}" in
       --variant kmeans-2bit --variant binary --variant binary-2c-g2 --variant pruned-90 --variant deep-compression \
       --variant deep-compression-4bit --variant deep-compression-2bit --variant dc-s905-b1g-c --out $root
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true
+    [ "${STAGE:-main}" = exports ] && exit 0
     if [ "${STAGE:-main}" = beam ]; then
       taskset -c 0-7 "$py" benchmarks/speed/beam_identity.py --device cuda --export-dir $bench --exports base,fp16,int8 \
         --batches 1,32 --out "$out/beam_identity_cuda" || true

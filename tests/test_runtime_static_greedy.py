@@ -184,3 +184,40 @@ def test_a_capture_runs_alone_and_shared_gpu_work_runs_together():
     own = Own()
     assert gpu_shared(own.go) == own.go  # a translator that takes the lock itself is not wrapped
     assert gpu_shared(lambda: 2)() == 2
+
+
+def test_each_serving_thread_captures_under_the_exclusive_lock(exported, monkeypatch):
+    """ONNX Runtime keeps a session's CUDA graphs per calling thread: a second thread's first runs of a bucket
+    capture again, so they must hold GPU_WORK exclusively too (the 500s of the 11-variant Ray run, 2 threads)."""
+    import threading
+    from contextlib import contextmanager
+
+    taken: list[tuple[str, int]] = []
+
+    class Recorder:
+        @contextmanager
+        def exclusive(self):
+            taken.append(("x", threading.get_ident()))
+            yield
+
+        @contextmanager
+        def shared(self):
+            taken.append(("s", threading.get_ident()))
+            yield
+
+    monkeypatch.setattr(static_greedy, "GPU_WORK", Recorder())
+    st = StaticGreedyTranslator(exported)
+    st.cuda_graphs = True  # the CPU ignores graph ids; the locking is what is checked
+    ids = [x[:10] for x in st.tokenizer.encode(SOURCES[:2])]
+
+    def calls(n: int) -> None:
+        for _ in range(n):
+            st.greedy_ids(ids, [8, 8])
+
+    calls(2)  # 8 steps: 4 runs of each parity, past CAPTURE_RUNS after the first call
+    other = threading.Thread(target=calls, args=(2,))
+    other.start()
+    other.join()
+    kinds = [k for k, _ in taken]
+    assert kinds == ["x", "s", "x", "s"]
+    assert taken[0][1] != taken[2][1]  # the second exclusive hold is the other thread's first call

@@ -12,7 +12,7 @@ token. Per batch the host sends the padded source ids and limits, per step it re
 (to stop), and at the end the (B, T) token history. Padding rows start finished (limit 1, source = EOS).
 
 Without CUDA (or when ONNX Runtime refuses graph capture for this graph, ``cuda_graph_note`` says why) the
-same bindings run as ordinary session runs. Beam search runs the step-wise ``OnnxTranslator``.
+same bindings run as ordinary session runs. Beam search runs the ``graphs_beam`` Loop (no CUDA graphs).
 """
 
 from __future__ import annotations
@@ -58,10 +58,15 @@ class Bucket:
     bindings: list[ort.IOBinding] = field(default_factory=list)
     run_options: list[ort.RunOptions] = field(default_factory=list)
     host: list[np.ndarray] = field(default_factory=list)  # CPU buffers the OrtValues wrap: kept alive
-    runs: list[int] = field(default_factory=lambda: [0, 0])  # step runs of each parity (graph id) so far
+    # step runs of each parity (graph id) so far, per calling thread: ONNX Runtime keeps CUDA graphs (and counts
+    # the runs before a capture) in the calling thread's context, so each serving thread captures its own
+    runs: dict[int, list[int]] = field(default_factory=dict)
+
+    def thread_runs(self) -> list[int]:
+        return self.runs.setdefault(threading.get_ident(), [0, 0])
 
 
-CAPTURE_RUNS = 3  # ONNX Runtime captures a graph id within its first runs (after a regular one): those run alone
+CAPTURE_RUNS = 3  # ONNX Runtime captures a graph id within a thread's first runs of it (after regular ones): those run alone
 
 
 class StaticGreedyTranslator(ExportGreedy):
@@ -154,7 +159,7 @@ class StaticGreedyTranslator(ExportGreedy):
             key = (ladder(len(chunk), ROWS), ladder(max(len(s) for s in chunk), LENGTHS), ladder(max(lim), LENGTHS))
             with self._lock:
                 b = self._buckets.get(key)
-                capturing = self.cuda_graphs and (b is None or min(b.runs) < CAPTURE_RUNS)
+                capturing = self.cuda_graphs and (b is None or min(b.thread_runs()) < CAPTURE_RUNS)
                 with GPU_WORK.exclusive() if capturing else GPU_WORK.shared():  # allocating a bucket too
                     out += self._run(b or self._bucket(*key), chunk, lim)
         return out
@@ -180,10 +185,10 @@ class StaticGreedyTranslator(ExportGreedy):
         first["pos"].update_inplace(np.zeros(1, dtype=np.int64))
         first["finished"].update_inplace(np.arange(b.rows) >= n)
         first["history"].update_inplace(np.full((b.rows, b.steps), spec.eos_id, dtype=np.int64))
-        last = 0
+        last, runs = 0, b.thread_runs()
         for t in range(steps):
             self.step.run_with_iobinding(b.bindings[t % 2], b.run_options[t % 2])
-            b.runs[t % 2] += 1
+            runs[t % 2] += 1
             last = 1 - t % 2
             if b.sets[last]["finished"].numpy().all():
                 break
