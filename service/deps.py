@@ -61,6 +61,10 @@ def check_work(segments: Sequence[str], cfg: SearchConfig, tokenizer: Any, s: Se
     if len(segments) > s.max_queue:
         raise BadInput(f"the texts hold {len(segments)} sentences; one request may hold {s.max_queue} "
                        "(TZIP_MAX_QUEUE): split it", status=413)
+    # a bound first: no text has more pieces than UTF-8 bytes (+ EOS and a Marian language code), so a
+    # request whose bound fits needs no tokenizing here (the translator tokenizes it anyway)
+    if sum(cfg.beam * cfg.limit(len(t.encode("utf-8")) + 2) for t in segments) <= s.max_request_tokens:
+        return
     encode = getattr(tokenizer, "encode", None)
     lengths = [len(x) for x in encode(list(segments))] if encode else [len(t) // 3 + 1 for t in segments]
     steps = sum(cfg.beam * cfg.limit(n) for n in lengths)

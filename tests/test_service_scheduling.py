@@ -152,3 +152,28 @@ async def test_the_work_is_cancelled_when_the_server_sees_the_disconnect():
     with pytest.raises(ClientGone):
         await unless_disconnected(GoneRequest(), work())  # type: ignore[arg-type]
     assert cancelled.is_set()
+
+
+def test_the_work_check_tokenizes_only_when_its_byte_bound_does_not_fit():
+    """check_work first bounds each text's pieces by its UTF-8 bytes (+2): a request that fits the bound is not
+    tokenized in the event loop; one that does not is measured exactly, and passes when its real pieces fit."""
+    from service.deps import check_work
+    from service.errors import BadInput
+    from service.settings import load_settings
+
+    class Counting:
+        calls = 0
+
+        def encode(self, texts):
+            Counting.calls += 1
+            return [[1] * 3 for _ in texts]  # three pieces each, far below the byte bound
+
+    cfg = SearchConfig(beam=2, max_len=512)
+    tok = Counting()
+    check_work(["A dog."] * 4, cfg, tok, load_settings(max_request_tokens=32768))
+    assert Counting.calls == 0
+    long_text = "word " * 200  # 1,000 bytes: bound 2 x limit(1002) = 1024 steps; real: 2 x limit(3) = 28
+    check_work([long_text], cfg, tok, load_settings(max_request_tokens=500))
+    assert Counting.calls == 1
+    with pytest.raises(BadInput, match="TZIP_MAX_REQUEST_TOKENS"):
+        check_work([long_text] * 20, cfg, tok, load_settings(max_request_tokens=500))

@@ -32,3 +32,16 @@ def test_shipped_tokenizer_round_trip():
     # SentencePiece applies NFKC and collapses whitespace (a no-break space becomes a space)
     expected = [" ".join(unicodedata.normalize("NFKC", t).split()) for t in texts]
     assert tok.decode(tok.encode(texts)) == expected
+
+
+def test_short_and_long_lists_encode_and_decode_alike(tiny_tokenizer):
+    """Below BATCH_CALL_MIN texts are encoded one call each (SentencePiece's list call starts a thread pool that
+    costs 20x a sentence); from it on, in one list call. Both give the same ids and texts."""
+    from compression.runtime import tokenizer as tokenizer_module
+
+    texts = [en for en, _ in PAIRS] * (tokenizer_module.BATCH_CALL_MIN // len(PAIRS) + 1)
+    assert len(texts) >= tokenizer_module.BATCH_CALL_MIN
+    many = tiny_tokenizer.encode(texts)
+    few = [tiny_tokenizer.encode([t])[0] for t in texts]
+    assert many == few
+    assert tiny_tokenizer.decode(many) == [tiny_tokenizer.decode([x])[0] for x in many]

@@ -54,6 +54,10 @@ def split_language_code(text: str) -> tuple[list[str], str]:
     return [], text
 
 
+# SentencePiece's list calls start a thread pool: 120 us for one sentence against 6 us for a plain call, 160 against
+# 45 for eight; from about 64 sentences the pool wins (measured on this project's 8k model, 2 cores)
+BATCH_CALL_MIN = 64
+
 class Tokenizer:
     def __init__(
         self,
@@ -89,14 +93,20 @@ class Tokenizer:
         return self.sp.get_piece_size() if self.vocab is None else self.vocab.size
 
     def encode(self, texts: list[str], add_eos: bool = True) -> list[list[int]]:
-        ids = self.sp.encode(texts) if self.vocab is None else [self._marian_ids(t) for t in texts]
+        if self.vocab is not None:
+            ids = [self._marian_ids(t) for t in texts]
+        elif len(texts) < BATCH_CALL_MIN:
+            ids = [self.sp.encode(t) for t in texts]
+        else:
+            ids = self.sp.encode(texts)
         return [x + [self.eos_id] for x in ids] if add_eos else ids
 
     def decode(self, ids: list[list[int]]) -> list[str]:
         if self.vocab is not None:
             return [self._marian_text(x) for x in ids]
         special = {self.pad_id, self.eos_id}
-        return self.sp.decode([[i for i in x if i not in special] for x in ids])
+        kept = [[i for i in x if i not in special] for x in ids]
+        return [self.sp.decode(x) for x in kept] if len(kept) < BATCH_CALL_MIN else self.sp.decode(kept)
 
     def pieces(self, text: str) -> list[str]:
         if self.vocab is not None:
