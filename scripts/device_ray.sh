@@ -109,7 +109,7 @@ ray_env() {  # $1: translator replicas
   local gpus
   gpus=$([ "$device" = cuda ] && "$py" -c "print(round(1 / $1, 3))" || echo 0)
   echo --server ray --env "TZIP_RAY_REPLICAS=$1" --env "TZIP_RAY_REPLICA_GPUS=$gpus" --env "TZIP_RAY_REPLICA_CPUS=${REPLICA_CPUS:-2}" \
-       --env TZIP_RAY_INGRESS_REPLICAS=4 --env TZIP_RAY_INGRESS_CPUS=1 --env TZIP_RAY_MODELS_PER_REPLICA=11
+       --env "TZIP_RAY_INGRESS_REPLICAS=${INGRESS:-4}" --env TZIP_RAY_INGRESS_CPUS=1 --env TZIP_RAY_MODELS_PER_REPLICA=11
 }
 extra=()  # PYPROXY=1: Serve's Python proxy instead of HAProxy
 [ "${PYPROXY:-0}" = 1 ] && extra=(--env RAY_SERVE_ENABLE_HA_PROXY=0)
