@@ -359,18 +359,18 @@ class VariantRegistry:
         if v.attention is not None:
             return v.attention
         async with v.lock:
-            if v.attention is None:
+            if (att := v.attention) is None:
                 expected = v.model_bytes * 2  # its weights once more, and its session
                 async with self._load_lock:
                     async with self._budget_lock:
                         await self._reserve(v, expected)
                     before = await asyncio.to_thread(self.memory.measure)
-                    v.attention = await asyncio.to_thread(OnnxAttention, Path(v.manifest["path"]), self.sessions.intra())
-                    after = await asyncio.to_thread(self.memory.measure)
+                    att = await asyncio.to_thread(gpu_shared(OnnxAttention), Path(v.manifest["path"]), self.sessions.intra())
+                    v.attention, after = att, await asyncio.to_thread(self.memory.measure)
                 grew = after - before if before is not None and after is not None else expected
                 v.resident = (v.resident or 0) + max(v.model_bytes, grew)
                 self._gauge_bytes()
-            return v.attention
+            return att
 
     async def unload(self, name: str) -> None:
         """Unload a variant now if it is loaded and idle (a host with its own LRU, Ray Serve's, asks)."""

@@ -127,3 +127,24 @@ def test_page_file_is_packaged():
     root = Path(__file__).resolve().parent.parent
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["service"]
     assert any(Path("static/index.html").match(pattern) for pattern in data)
+
+
+def test_attention_work_shares_the_gpu_lock(client, monkeypatch):
+    """The attention session and the translation it is drawn from run under sessions.GPU_WORK (shared), so an
+    attention request never overlaps a CUDA-graph capture (which fails every other CUDA call of the process)."""
+    import contextlib
+
+    from compression.runtime import sessions
+
+    held = []
+
+    class Recorder:
+        @contextlib.contextmanager
+        def shared(self):
+            held.append("shared")
+            yield
+
+    monkeypatch.setattr(sessions, "GPU_WORK", Recorder())
+    r = post(client, {"text": SOURCES[1], "kind": "cross", "layer": 0, "head": 0, "format": "json"})
+    assert r.status_code == 200, r.text
+    assert len(held) >= 2  # the translation and the maps

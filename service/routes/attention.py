@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from compression.runtime.attention import NoAttentionGraph
 from compression.runtime.attention_maps import KIND_TITLES, AttentionIndexError, map_entropy
 from compression.runtime.search import SearchConfig
+from compression.runtime.sessions import gpu_shared
 
 from ..deps import RegistryDep, SettingsDep, check_limits
 from ..errors import BadInput
@@ -61,10 +62,10 @@ async def attention(
         src_ids = att.source_ids(body.text)
         if body.target is None:  # the variant's own greedy translation, as /translate gives it
             cfg = SearchConfig(max_len=att.spec.max_positions - 1)
-            out = (await asyncio.to_thread(loaded.translator.translate_ids, [src_ids], cfg))[0]
+            out = (await asyncio.to_thread(gpu_shared(loaded.translator.translate_ids), [src_ids], cfg))[0]
         else:
             out = att.target_ids(body.target)
-    maps = await asyncio.to_thread(att.maps, src_ids, out)
+    maps = await asyncio.to_thread(gpu_shared(att.maps), src_ids, out)  # never beside a CUDA-graph capture
     weights = maps.select(body.kind, body.layer, body.head)
     rows, cols = maps.labels(body.kind)
     title = f"{v.name}: {KIND_TITLES[body.kind]}, layer {body.layer}, head {body.head}"
