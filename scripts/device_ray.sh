@@ -7,6 +7,7 @@
 #   single    the single-process service (python -m service), same batching settings: the baseline
 #   fp16x8-rN, single8   the same with eight sentences per request (128 users): issue 13's HTTP figure
 # behind HAProxy (make serve-ray's default); PYPROXY=1 puts Serve's Python proxy in front instead. ~1.5 min per run.
+# MODE=combined: TZIP_RAY_MODE=combined (whole-service replicas, service/ray_combined.py; the ingress settings unused).
 #
 # The device has Python 3.12, torch, numpy, onnx (protobuf), sentencepiece, pytest; onnxruntime-gpu is unpacked
 # into /tmp/site (shared docs/gpu.md). Wheels to carry (cp312 manylinux x86_64 or pure; scripts/ray_wheels.sh
@@ -109,7 +110,7 @@ ray_env() {  # $1: translator replicas
   local gpus
   gpus=$([ "$device" = cuda ] && "$py" -c "print(round(1 / $1, 3))" || echo 0)
   echo --server ray --env "TZIP_RAY_REPLICAS=$1" --env "TZIP_RAY_REPLICA_GPUS=$gpus" --env "TZIP_RAY_REPLICA_CPUS=${REPLICA_CPUS:-2}" \
-       --env "TZIP_RAY_INGRESS_REPLICAS=${INGRESS:-4}" --env TZIP_RAY_INGRESS_CPUS=1 --env TZIP_RAY_MODELS_PER_REPLICA=11
+       --env "TZIP_RAY_INGRESS_REPLICAS=${INGRESS:-4}" --env TZIP_RAY_INGRESS_CPUS=1 --env TZIP_RAY_MODELS_PER_REPLICA=11 --env "TZIP_RAY_MODE=${MODE:-split}"
 }
 extra=()  # PYPROXY=1: Serve's Python proxy instead of HAProxy
 [ "${PYPROXY:-0}" = 1 ] && extra=(--env RAY_SERVE_ENABLE_HA_PROXY=0)

@@ -1,6 +1,6 @@
 """The service on Ray Serve: the same FastAPI app, its variants multiplexed over translator replicas.
 
-Two deployments make one Serve application:
+Two deployments make one Serve application (``TZIP_RAY_MODE=split``, the default):
 
 - ``Ingress`` (``@serve.ingress`` over ``service.main.create_app``): the same routes, schemas, limits,
   error answers and middleware as ``python -m service``. Only its registry differs: ``RemoteRegistry``
@@ -13,6 +13,11 @@ Two deployments make one Serve application:
   cannot load answers 503 for that variant only.
 - ``Board`` (a plain Ray actor): collects each replica's metrics and variant states once a second, which
   /metrics and /variants merge (service/ray_metrics.py).
+
+``TZIP_RAY_MODE=combined``: one deployment, ``Server``, each replica the whole single-process service (the same
+app over an ordinary ``VariantRegistry``, batcher included) behind the same proxy; the replicas report to the board
+so /metrics and /variants cover all of them. A request then crosses one Python process instead of two (the split
+mode's Ray handle call per request cost more CPU than the request's own work: benchmarks/locust/ray).
 
 ``python -m service.ray_serve`` (``make serve-ray``) starts a local cluster (or joins TZIP_RAY_ADDRESS)
 and serves on TZIP_HOST:TZIP_PORT; ``serve run deploy/serve.yaml`` builds the same app through ``app``.
@@ -27,7 +32,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,6 +46,7 @@ from compression.runtime.search import SearchConfig
 from .batcher import BatchResult, Overloaded
 from .main import create_app
 from .metrics import Metrics
+from .ray_board import REPORT_EVERY_S, board, board_cache, replica_id, report_forever
 from .ray_metrics import ClusterMetrics
 from .ray_settings import RaySettings, load_ray_settings
 from .registry import Variant, VariantRegistry, VariantUnavailable
@@ -59,8 +64,6 @@ RAY_FLAGS = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_R
              "RAY_worker_niceness": "0", "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5", "RAY_USAGE_STATS_ENABLED": "0",
              "RAY_SERVE_ENABLE_HA_PROXY": "1"}
 QUIET = {"enable_access_log": False, "log_level": "WARNING"}
-REPORT_EVERY_S = 1.0
-STALE_AFTER_S = 30.0  # a replica silent this long is gone (scaled down or dead): its report is dropped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,52 +89,6 @@ class Outcome:
         if result is None:
             raise VariantUnavailable("the translator replica answered no result; retry", 1)
         return result, self.provider
-
-
-def _replica_id() -> str:
-    return serve.get_replica_context().replica_id.unique_id
-
-
-async def _report_forever(payload: Any) -> None:
-    """Send ``payload()`` to the board every REPORT_EVERY_S (a lost report is only a stale second)."""
-    me = _replica_id()
-    while True:
-        try:
-            await board().put.remote(me, payload())
-        except Exception as e:  # the board restarting must never take a replica down
-            log.warning("metrics report failed: %s", e)
-            _board.clear()
-        await asyncio.sleep(REPORT_EVERY_S)
-
-
-# -- the board -----------------------------------------------------------------------------------------
-
-
-@ray.remote(num_cpus=0)
-class Board:
-    """A plain named actor (a Serve replica's own machinery would cost more CPU than its few calls a second);
-    the first replica that asks creates it, and whoever finds it gone creates it again."""
-
-    def __init__(self) -> None:
-        self.reports: dict[str, tuple[float, dict[str, Any]]] = {}
-
-    def put(self, replica: str, report: dict[str, Any]) -> None:
-        self.reports[replica] = (time.monotonic(), report)
-
-    def all(self) -> dict[str, dict[str, Any]]:
-        now = time.monotonic()
-        self.reports = {k: v for k, v in self.reports.items() if now - v[0] < STALE_AFTER_S}
-        return {k: v[1] for k, v in self.reports.items()}
-
-
-_board: list[Any] = []
-
-
-def board() -> Any:
-    if not _board:
-        name = f"tzip-board-{serve.get_replica_context().app_name}"
-        _board.append(Board.options(name=name, get_if_exists=True).remote())  # type: ignore[attr-defined]
-    return _board[0]
 
 
 # -- translator replicas -------------------------------------------------------------------------------
@@ -162,7 +119,7 @@ def translator_deployment(models_per_replica: int) -> Any:
             self.metrics = Metrics()
             self.registry = VariantRegistry(self.settings, self.metrics)
             self.registry.discover()
-            self._reporter = asyncio.get_running_loop().create_task(_report_forever(self.report))
+            self._reporter = asyncio.get_running_loop().create_task(report_forever(self.report))
 
         @serve.multiplexed(max_num_models_per_replica=models_per_replica)
         async def variant(self, name: str) -> Held:
@@ -315,14 +272,14 @@ class RemoteRegistry:
         return info
 
     async def _sync_forever(self) -> None:
-        me = _replica_id()
+        me = replica_id()
         while True:
             try:
                 await board().put.remote(me, {"role": "ingress", "exposition": self.metrics.own()})
                 self.reports = {k: r for k, r in (await board().all.remote()).items() if k != me}
             except Exception as e:
                 log.warning("metrics sync failed: %s", e)
-                _board.clear()
+                board_cache.clear()
             await asyncio.sleep(REPORT_EVERY_S)
 
     def _other_expositions(self) -> list[str]:
@@ -348,7 +305,12 @@ Ingress = serve.deployment(name=INGRESS)(serve.ingress(ingress_app)())
 
 
 def build(settings: RaySettings) -> Any:
-    """The Serve application: Ingress -> Translator (multiplexed); both report to the board actor."""
+    """The Serve application: Ingress -> Translator (multiplexed), or Server replicas (combined); every replica
+    reports to the board actor."""
+    if settings.ray_mode == "combined":
+        from .ray_combined import Server
+
+        return Server.options(**settings.translator_options()).bind()
     translator = translator_deployment(settings.ray_models_per_replica).options(**settings.translator_options())
     return Ingress.options(**settings.ingress_options()).bind(translator.bind())
 
@@ -382,8 +344,8 @@ def main() -> int:
              log_to_driver=settings.log_level == "debug")
     serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=QUIET)
     serve.run(build(settings), name="tzip", route_prefix="/", logging_config=QUIET)
-    log.warning("tzip on Ray Serve: http://%s:%d (%d translator replicas)", settings.host, settings.port,
-                settings.ray_replicas)
+    log.warning("tzip on Ray Serve: http://%s:%d (%d %s replicas)", settings.host, settings.port,
+                settings.ray_replicas, "server" if settings.ray_mode == "combined" else "translator")
     stop = asyncio.Event()
     loop = asyncio.new_event_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

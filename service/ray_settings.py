@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -37,6 +37,12 @@ class RaySettings(Settings):
     ray_replica_gpus: float = Field(0, ge=0, description="GPUs per translator replica: 0.5 puts two on one GPU")
     ray_ingress_replicas: int = Field(1, ge=1, le=256, description="HTTP ingress replicas (parsing, limits, errors)")
     ray_ingress_cpus: float = Field(0.5, ge=0, description="CPUs reserved per ingress replica")
+    ray_mode: Literal["split", "combined"] = Field(
+        "split", description="split: ingress replicas parse HTTP and send each translation to multiplexed translator "
+        "replicas; combined: every replica is the whole single-process service (routes, registry, batcher), so a "
+        "request crosses no second process (no @serve.multiplexed: each replica loads what it is asked for, "
+        "within its memory budget)"
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> RaySettings:

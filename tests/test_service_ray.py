@@ -2,7 +2,7 @@
 same translations as the single-process service for two variants, the same 4xx answers, 404 for an unknown
 variant, 503 for a variant the replicas refuse while the others serve, and merged /metrics.
 
-One local cluster for the module (3 logical CPUs, two translator replicas), shut down at the end: ~40 s.
+One local cluster per mode (3 logical CPUs, two replicas), each shut down after its tests: ~40 s each.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ def root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def ray_url(root):
+@pytest.fixture(scope="module", params=["split", "combined"])
+def ray_url(root, request):
+    """The deployment in each mode (split: ingress + multiplexed translators; combined: whole-service replicas)."""
     from service.ray_serve import build
     from service.ray_settings import load_ray_settings
 
-    env = {"TZIP_MODEL_ROOT": str(root), "TZIP_DEFAULT_VARIANT": "tiny", "TZIP_RAY_REPLICAS": "2",
+    env = {"TZIP_MODEL_ROOT": str(root), "TZIP_DEFAULT_VARIANT": "tiny", "TZIP_RAY_REPLICAS": "2", "TZIP_RAY_MODE": request.param,
            "TZIP_RAY_REPLICA_CPUS": "1", "TZIP_RAY_INGRESS_CPUS": "0.5", "TZIP_ORT_THREADS": "1",
            "TZIP_LOG_LEVEL": "warning"}
     saved = {k: os.environ.get(k) for k in env}
