@@ -16,7 +16,9 @@ def _integral(x: Any) -> Any:
 
 
 JsonInt = Annotated[int, BeforeValidator(_integral)]
-NON_BLANK = r"\S"  # JSON Schema patterns search: at least one character that is not whitespace
+# JSON Schema patterns search: at least one character that is not whitespace, spelt out as Python's str.isspace()
+# set (the service strips with it), since \S means less in ECMA regexes (U+001C-U+001F and U+0085 are not \s there)
+NON_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 
 def _one_of_text_or_texts(schema: dict[str, Any]) -> None:

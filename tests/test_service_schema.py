@@ -60,3 +60,16 @@ def test_the_schema_states_the_limits_of_the_settings(app):
     assert variant["schema"]["anyOf"][0]["enum"] == ["tiny", "tiny-int8"]
     assert {"400", "404", "413", "422", "499", "503"} <= set(op["responses"])
     assert {"400", "413", "422"} <= set(spec["paths"]["/attention"]["post"]["responses"])
+
+
+def test_the_non_blank_pattern_is_pythons_whitespace():
+    """The schema's "not only whitespace" pattern rejects exactly what the service strips to nothing: Python's
+    str.isspace() set, spelt out (ECMA's \\S, which schema tools use, lets U+001C-U+001F and U+0085 through)."""
+    import re
+    import sys
+
+    from service.schemas import NON_BLANK
+
+    for i in range(sys.maxunicode + 1):
+        c = chr(i)
+        assert (re.search(NON_BLANK, c) is None) == c.isspace(), hex(i)
