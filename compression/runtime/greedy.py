@@ -135,10 +135,13 @@ class GreedyLoopTranslator(ExportGreedy):
     def __init__(self, directory: Path | str, sessions: SessionFactory | None = None):
         sessions = sessions or SessionFactory()
         super().__init__(directory, sessions)
-        # batches shrink as the step-wise runtime does (the phase Loop); a batch of one needs only the token Loop
-        self.sessions = {shrink: sessions.session(build_greedy(self.directory, shrink).SerializeToString())[0]
-                         for shrink in (True, False)}
-        self._found_provider(self.sessions[True].get_providers()[0])
+        # batches shrink as the step-wise runtime does (the phase Loop). One session serves every batch size: a
+        # session over a Loop holds about twice the decoder's weights (base: 74 MiB), and the token-Loop-only
+        # graph (build_greedy(shrink=False)) that a batch of one could use was within the noise of it at batch 1
+        # (same tokens), so it is not built
+        session = sessions.session(build_greedy(self.directory, shrink=True).SerializeToString())[0]
+        self.sessions = {True: session, False: session}
+        self._found_provider(session.get_providers()[0])
         self.workers = sessions.workers
         self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="tzip-rows") if self.workers > 1 else None
 
