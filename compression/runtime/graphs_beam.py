@@ -19,9 +19,10 @@ best so far (score and tokens): the same choice, since the best of a list is the
 the rest. Hypotheses live in a (B*K, T) buffer of EOS in which step t writes column t, so nothing changes
 shape in the loop.
 
-Every row is computed every step (the step-wise runtime skips rows whose last token is EOS): fp32 and int8
-(per-row activation scales) compute each row on its own, so the tokens are the same; what it costs is the
-finished sentences' rows in a batch of mixed lengths.
+Which rows a step computes: the step-wise runtime skips rows whose last token is EOS; here a phase Loop around
+the token Loop keeps the sentences not done (all K rows of each) and the token Loop stops once a quarter of the
+held sentences are done, so the next phase drops them. The row sets differ, the tokens do not: fp32 and int8
+(per-row activation scales) compute each row on its own.
 
 Inputs: the encoder's outputs for B*K rows (the encoder's ``expand`` = K), ``limits`` (B,) int64, ``beam`` ()
 int64 and ``length_penalty`` () float64. Output: ``tokens`` (B, T) int64, each sentence's hypothesis followed
