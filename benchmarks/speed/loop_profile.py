@@ -45,7 +45,7 @@ def profile(directory: Path, batches: int, work: Path) -> dict[str, dict[str, fl
     ids = tr.tokenizer.encode([s for s, _ in load_split("test_2016_flickr")])
     for idx in list(length_batches([len(s) for s in ids], 32))[:batches]:
         tr.translate_ids([ids[i] for i in idx], SearchConfig())
-    events = json.loads(Path(tr.sessions[True].end_profiling()).read_text())
+    events = json.loads(Path(tr.session.end_profiling()).read_text())
     us: collections.Counter[str] = collections.Counter()
     calls: collections.Counter[str] = collections.Counter()
     for e in events:

@@ -38,7 +38,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from compression.runtime import onnx_format as fmt
-from compression.runtime.graphs_greedy import GREEDY_OUTPUT, _any_left, _elem, _fixed_names, _load, _past
+from compression.runtime.graphs_greedy import (
+    GREEDY_OUTPUT,
+    _any_left,
+    _elem,
+    _fixed_names,
+    _load,
+    _past,
+    copy_step,
+)
 
 BEAM_OUTPUT = GREEDY_OUTPUT
 STEP = "bstep/"  # the token loop body's copy of the decoder step
@@ -66,26 +74,6 @@ class _Nodes:
         return outs[0]
 
 
-def _copy_decoder(decoder: onnx.GraphProto, rename: dict[str, str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    def name(v: str) -> str:
-        return v if v == "" else rename.get(v, STEP + v)
-
-    nodes, inits = [], []
-    for node in decoder.node:
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
-        new.name = STEP + node.name
-        new.input[:] = [name(v) for v in node.input]
-        new.output[:] = [name(v) for v in node.output]
-        nodes.append(new)
-    for t in decoder.initializer:
-        new = onnx.TensorProto()
-        new.CopyFrom(t)
-        new.name = name(t.name)
-        inits.append(new)
-    return nodes, inits
-
-
 CARRIED = ("t", "last", "reorder", "scores", "done", "count", "best_score", "best_seq", "seqs")
 _TYPES = {"t": TensorProto.INT64, "last": TensorProto.INT64, "reorder": TensorProto.INT64, "scores": TensorProto.DOUBLE,
           "done": TensorProto.BOOL, "count": TensorProto.INT64, "best_score": TensorProto.DOUBLE,
@@ -101,7 +89,7 @@ def _body(decoder: onnx.GraphProto, spec: fmt.GraphSpec) -> onnx.GraphProto:
     present = [n for i in range(spec.decoder_layers) for n in fmt.present_names(i)]
     rename = {"tokens": "h/last", "reorder": "h/reorder", **{n: f"{PHASE}{n}" for n in _fixed_names(spec)},
               **{p: f"h/{p}" for p in _past(spec)}, **{p: f"out/{p}" for p in present}, "log_probs": "s/log_probs"}
-    nodes, inits = _copy_decoder(decoder, rename)
+    nodes, inits = copy_step(decoder, rename, STEP)
     n = _Nodes("s/")
     inf = n.const(np.array(NEG_INF), "neg_inf")
     eos = n.const(np.array(spec.eos_id, dtype=np.int64), "eos")

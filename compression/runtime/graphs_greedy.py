@@ -110,6 +110,29 @@ def _any_left(finished: str, out: str, prefix: str) -> list[onnx.NodeProto]:
             helper.make_node("Cast", [f"{prefix}any_left"], [out], to=TensorProto.BOOL)]
 
 
+def copy_step(decoder: onnx.GraphProto, rename: dict[str, str], prefix: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The decoder step's nodes and initializers, copied for a loop body: every value named ``rename[name]``, or
+    ``prefix + name`` (ONNX forbids a body to shadow an outer-scope name); node names get ``prefix`` too."""
+
+    def name(v: str) -> str:
+        return v if v == "" else rename.get(v, prefix + v)
+
+    nodes, inits = [], []
+    for node in decoder.node:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        new.name = prefix + node.name
+        new.input[:] = [name(v) for v in node.input]
+        new.output[:] = [name(v) for v in node.output]
+        nodes.append(new)
+    for t in decoder.initializer:
+        new = onnx.TensorProto()
+        new.CopyFrom(t)
+        new.name = name(t.name)
+        inits.append(new)
+    return nodes, inits
+
+
 def _step_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec, fixed: dict[str, str], rowmap: str | None) -> onnx.GraphProto:
     """The token loop's body: one decoder step, then greedy's argmax / EOS / limit rules.
 
@@ -123,24 +146,10 @@ def _step_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec, fixed: dict[str, s
     present = [n for i in range(spec.decoder_layers) for n in fmt.present_names(i)]
     rename = {"tokens": "h/last", **fixed, **{p: f"h/{p}" for p in _past(spec)}, **{p: f"out/{p}" for p in present}}
 
-    def name(v: str) -> str:
-        return v if v == "" else rename.get(v, STEP + v)
-
-    nodes = []
-    for node in decoder.node:
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
-        new.name = STEP + node.name
-        new.input[:] = [name(v) for v in node.input]
-        new.output[:] = [name(v) for v in node.output]
-        nodes.append(new)
-    for t in decoder.initializer:
-        new = onnx.TensorProto()
-        new.CopyFrom(t)
-        new.name = name(t.name)
-        inits.append(new)
+    nodes, copied = copy_step(decoder, rename, STEP)
+    inits += copied
     nodes += [
-        helper.make_node("ArgMax", [name(logits)], ["s/argmax"], axis=-1, keepdims=0),  # (N,) int64
+        helper.make_node("ArgMax", [rename.get(logits, STEP + logits)], ["s/argmax"], axis=-1, keepdims=0),  # (N,) int64
         helper.make_node("Where", ["h/finished", c["eos"], "s/argmax"], ["out/last"]),
         helper.make_node("Add", ["h/t", c["one"]], ["out/t"]),
         helper.make_node("GreaterOrEqual", ["out/t", fixed["limits"]], ["s/at_limit"]),

@@ -100,20 +100,27 @@ class ExportGreedy(LengthBatchedTranslator):
     def greedy_ids(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
         raise NotImplementedError
 
-    def beam_ids(self, src_ids: list[list[int]], limits: list[int], cfg: SearchConfig) -> list[list[int]]:
-        """``search.beam_search`` over these sources: one run of the encoder (each row repeated ``beam``
-        times) and one of the beam Loop."""
-        session = self.beam_session
+    def _loop_binding(self, session: ort.InferenceSession, src_ids: list[list[int]], expand: int,
+                      limits: list[int]) -> ort.IOBinding:
+        """Run the encoder over these sources (each row ``expand`` times) and bind its outputs, where they are
+        (under CUDA, on the GPU), and the limits as inputs of one run of a Loop ``session``."""
         enc = self.encoder.io_binding()
         enc.bind_cpu_input("src_ids", pad_batch(src_ids, self.spec.pad_id))
-        enc.bind_cpu_input("expand", np.array(cfg.beam, dtype=np.int64))
+        enc.bind_cpu_input("expand", np.array(expand, dtype=np.int64))
         for name in self.encoder_outputs:
-            enc.bind_output(name, self.device_type)
+            enc.bind_output(name, self.device_type)  # stays on the device: the loop reads it there
         self.encoder.run_with_iobinding(enc)
         b = session.io_binding()
         for name, value in zip(self.encoder_outputs, enc.get_outputs(), strict=True):
             b.bind_ortvalue_input(name, value)
         b.bind_cpu_input("limits", np.asarray(limits, dtype=np.int64))
+        return b
+
+    def beam_ids(self, src_ids: list[list[int]], limits: list[int], cfg: SearchConfig) -> list[list[int]]:
+        """``search.beam_search`` over these sources: one run of the encoder (each row repeated ``beam``
+        times) and one of the beam Loop."""
+        session = self.beam_session
+        b = self._loop_binding(session, src_ids, cfg.beam, limits)
         b.bind_cpu_input("beam", np.array(cfg.beam, dtype=np.int64))
         b.bind_cpu_input("length_penalty", np.array(cfg.length_penalty, dtype=np.float64))
         b.bind_output(BEAM_OUTPUT, "cpu")
@@ -139,9 +146,8 @@ class GreedyLoopTranslator(ExportGreedy):
         # session over a Loop holds about twice the decoder's weights (base: 74 MiB), and the token-Loop-only
         # graph (build_greedy(shrink=False)) that a batch of one could use was within the noise of it at batch 1
         # (same tokens), so it is not built
-        session = sessions.session(build_greedy(self.directory, shrink=True).SerializeToString())[0]
-        self.sessions = {True: session, False: session}
-        self._found_provider(session.get_providers()[0])
+        self.session = sessions.session(build_greedy(self.directory, shrink=True).SerializeToString())[0]
+        self._found_provider(self.session.get_providers()[0])
         self.workers = sessions.workers
         self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="tzip-rows") if self.workers > 1 else None
 
@@ -169,17 +175,7 @@ class GreedyLoopTranslator(ExportGreedy):
 
     def _greedy_run(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
         """``search.greedy`` over these sources in one run of the encoder and one of the Loop."""
-        enc = self.encoder.io_binding()
-        enc.bind_cpu_input("src_ids", pad_batch(src_ids, self.spec.pad_id))
-        enc.bind_cpu_input("expand", np.array(1, dtype=np.int64))
-        for name in self.encoder_outputs:
-            enc.bind_output(name, self.device_type)  # stays on the device: the loop reads it there
-        self.encoder.run_with_iobinding(enc)
-        session = self.sessions[len(src_ids) > 1]
-        b = session.io_binding()
-        for name, value in zip(self.encoder_outputs, enc.get_outputs(), strict=True):
-            b.bind_ortvalue_input(name, value)
-        b.bind_cpu_input("limits", np.asarray(limits, dtype=np.int64))
+        b = self._loop_binding(self.session, src_ids, 1, limits)
         b.bind_output(GREEDY_OUTPUT, "cpu")
-        session.run_with_iobinding(b)
+        self.session.run_with_iobinding(b)
         return strip_eos(b.get_outputs()[0].numpy(), self.spec.eos_id)
