@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -20,16 +21,31 @@ def replica_id() -> str:
     return serve.get_replica_context().replica_id.unique_id
 
 
-async def report_forever(payload: Any) -> None:
-    """Send ``payload()`` to the board every REPORT_EVERY_S (a lost report is only a stale second)."""
+async def report_forever(payload: Callable[[], dict[str, Any]],
+                         others: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> None:
+    """Send ``payload()`` to the board every REPORT_EVERY_S (a lost report is only a stale second); with
+    ``others``, hand it the other replicas' latest reports each time."""
     me = replica_id()
     while True:
         try:
             await board().put.remote(me, payload())
+            if others is not None:
+                others({k: r for k, r in (await board().all.remote()).items() if k != me})
         except Exception as e:  # the board restarting must never take a replica down
             log.warning("metrics report failed: %s", e)
             board_cache.clear()
         await asyncio.sleep(REPORT_EVERY_S)
+
+
+def state_elsewhere(reports: dict[str, dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """A variant's state over the other replicas' reports (loaded on any wins, then loading, then refused), as
+    /variants fields; None when no replica reports it."""
+    seen = [r["variants"][name] for r in reports.values() if name in r.get("variants", {})]
+    for state in ("loaded", "loading", "refused"):
+        hit = next((d for d in seen if d["state"] == state), None)
+        if hit is not None:
+            return {"state": state, "loaded": state == "loaded", "provider": hit["provider"], "error": hit["error"]}
+    return None
 
 
 # -- the board -----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from ray import serve
 
 from .main import create_app
-from .ray_board import REPORT_EVERY_S, board, board_cache, replica_id
+from .ray_board import report_forever, state_elsewhere
 from .ray_metrics import ClusterMetrics
 from .ray_settings import RaySettings, load_ray_settings
 from .registry import Variant, VariantRegistry
@@ -39,7 +39,7 @@ class ReplicaRegistry(VariantRegistry):
         self.cluster_metrics = metrics
 
     async def preload(self) -> None:
-        self._reporter = asyncio.get_running_loop().create_task(self._sync_forever())
+        self._reporter = asyncio.get_running_loop().create_task(report_forever(self._report, self._keep_reports))
         await super().preload()
 
     async def close(self) -> None:
@@ -49,28 +49,19 @@ class ReplicaRegistry(VariantRegistry):
 
     def describe_one(self, v: Variant) -> dict[str, Any]:
         info = super().describe_one(v)
-        if info["state"] in ("loaded", "loading"):
-            return info
-        seen = [r["variants"][v.name] for r in self.reports.values() if v.name in r.get("variants", {})]
-        for state in ("loaded", "loading", "refused"):
-            hit = next((d for d in seen if d["state"] == state), None)
-            if hit is not None:
-                info.update(state=state, loaded=state == "loaded", provider=hit["provider"], error=hit["error"])
-                break
+        if info["state"] not in ("loaded", "loading"):
+            info.update(state_elsewhere(self.reports, v.name) or {})
         return info
 
-    async def _sync_forever(self) -> None:
-        me = replica_id()
-        while True:
-            try:
-                states = {d["name"]: d for d in super().describe() if d["state"] != "available"}
-                report = {"role": "server", "exposition": self.cluster_metrics.own(), "variants": states}
-                await board().put.remote(me, report)
-                self.reports = {k: r for k, r in (await board().all.remote()).items() if k != me}
-            except Exception as e:  # the board restarting must never take a replica down
-                log.warning("metrics sync failed: %s", e)
-                board_cache.clear()
-            await asyncio.sleep(REPORT_EVERY_S)
+    def _report(self) -> dict[str, Any]:
+        """This replica's own metrics and variant states (not the merged ones: a state seen elsewhere must not
+        echo back through this replica's report after the other replica dropped it)."""
+        own = (VariantRegistry.describe_one(self, v) for v in self.variants())
+        states = {d["name"]: d for d in own if d["state"] != "available"}
+        return {"role": "server", "exposition": self.cluster_metrics.own(), "variants": states}
+
+    def _keep_reports(self, reports: dict[str, dict[str, Any]]) -> None:
+        self.reports = reports
 
 
 def server_app() -> FastAPI:

@@ -46,7 +46,7 @@ from compression.runtime.search import SearchConfig
 from .batcher import BatchResult, Overloaded
 from .main import create_app
 from .metrics import Metrics
-from .ray_board import REPORT_EVERY_S, board, board_cache, replica_id, report_forever
+from .ray_board import report_forever, state_elsewhere
 from .ray_metrics import ClusterMetrics
 from .ray_settings import RaySettings, load_ray_settings
 from .registry import Variant, VariantRegistry, VariantUnavailable
@@ -196,7 +196,8 @@ class RemoteRegistry:
         self.local.discover()
 
     async def preload(self) -> None:
-        self._reporter = asyncio.get_running_loop().create_task(self._sync_forever())
+        own = lambda: {"role": "ingress", "exposition": self.metrics.own()}  # noqa: E731
+        self._reporter = asyncio.get_running_loop().create_task(report_forever(own, self._keep_reports))
         for name in self.local.preload_names():
             try:
                 _, self.providers[name] = (await self.handle(name).translate.remote(["A dog runs."], SearchConfig(), 600)).unwrap()
@@ -261,26 +262,12 @@ class RemoteRegistry:
     def describe_one(self, v: Variant) -> dict[str, Any]:
         """The manifest's figures, with the state over all translator replicas (loaded on any wins)."""
         info = self.local.describe_one(v)
-        seen = [r["variants"][v.name] for r in self.reports.values() if v.name in r.get("variants", {})]
-        for state in ("loaded", "loading", "refused"):
-            hit = next((d for d in seen if d["state"] == state), None)
-            if hit is not None:
-                info.update(state=state, loaded=state == "loaded", provider=hit["provider"], error=hit["error"])
-                break
-        else:
-            info.update(state="available", loaded=False, provider=None, error=None)
+        info.update(state_elsewhere(self.reports, v.name) or
+                    {"state": "available", "loaded": False, "provider": None, "error": None})
         return info
 
-    async def _sync_forever(self) -> None:
-        me = replica_id()
-        while True:
-            try:
-                await board().put.remote(me, {"role": "ingress", "exposition": self.metrics.own()})
-                self.reports = {k: r for k, r in (await board().all.remote()).items() if k != me}
-            except Exception as e:
-                log.warning("metrics sync failed: %s", e)
-                board_cache.clear()
-            await asyncio.sleep(REPORT_EVERY_S)
+    def _keep_reports(self, reports: dict[str, dict[str, Any]]) -> None:
+        self.reports = reports
 
     def _other_expositions(self) -> list[str]:
         return [r["exposition"] for r in self.reports.values()]
