@@ -26,7 +26,7 @@
 # Local smoke test of the plumbing (CPU; 200 sources, beam 2, 3 steps, 16 sentences; a few minutes):
 #   SMOKE=1 PY=.venv/bin/python OUT=/tmp/frontier bash scripts/device_frontier.sh
 #
-# Environment: PY (python3), OUT (runs/frontier-out), DEVICE (cuda; cpu with SMOKE), BUDGET (510),
+# Environment: PY (python3), WHEELS (.whl: the folder of the pydantic wheels), OUT (runs/frontier-out), DEVICE (cuda; cpu with SMOKE), BUDGET (510),
 # RETRAINED (config names under configs/variants/), SEQKD_TARGETS (data/seqkd/train.base-beam5.de.gz),
 # SEQKD_BEAM (5), SEQKD_TIMEOUT (150), EVAL_RESERVE (105: seconds after retraining for the final validation,
 # writing and measuring), ROBUSTNESS (1: measure the base and the shipped variants; 0: skip).
@@ -63,9 +63,10 @@ rm -rf "$runs" && mkdir -p "$runs/variants" "$out" /tmp/site
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TQDM_MININTERVAL=30 PYTHONUNBUFFERED=1
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 if ! $PY -c "import pydantic" 2>/dev/null; then
-  wheels=$(ls .whl/pydantic-2*.whl .whl/pydantic_core-*.whl .whl/annotated_types-*.whl \
-              .whl/typing_inspection-*.whl .whl/typing_extensions-*.whl 2>/dev/null)
-  [ -n "$wheels" ] || { echo "pydantic is missing and .whl/ holds no wheels for it: see this script's header"; exit 2; }
+  wh=${WHEELS:-.whl}
+  wheels=$(ls $wh/pydantic-2*.whl $wh/pydantic_core-*.whl $wh/annotated_types-*.whl \
+              $wh/typing_inspection-*.whl $wh/typing_extensions-*.whl 2>/dev/null)
+  [ -n "$wheels" ] || { echo "pydantic is missing and $wh/ holds no wheels for it: see this script's header"; exit 2; }
   $PY -m pip install -q --no-index --no-deps --target /tmp/site $wheels || exit 2
 fi
 echo "device=$device budget=${budget}s retrained=[$retrained] targets=$targets"

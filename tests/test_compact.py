@@ -6,6 +6,11 @@ import pytest
 from compression.runtime import compact
 
 
+def dense_grid(a: np.ndarray, bits: int) -> dict:
+    grid = compact.grid_encode(a, bits)
+    return {"kind": "dense", "shape": list(a.shape), "array": compact.grid_decode(grid), "grid": grid}
+
+
 def records():
     rng = np.random.default_rng(0)
     cb = np.sort(rng.normal(size=(1, 8))).astype(np.float32)
@@ -32,6 +37,8 @@ def records():
                          "indices": np.sort(rng.choice(2000, 300, replace=False)),
                          "codes": rng.integers(0, 4, size=300).astype(np.uint8),
                          "codebook": np.array([[-1, -0.5, 0.5, 1]], dtype=np.float32)},
+        "dense_grid": dense_grid(rng.normal(size=(1, 37)).astype(np.float32), 5),
+        "dense_grid_flat": dense_grid(np.full(4, 0.5, dtype=np.float32), 3),  # constant: a one-point grid
         "empty_sparse": {"kind": "sparse", "shape": [4, 4], "index_bits": 3, "indices": np.zeros(0, dtype=np.int64),
                          "values": np.zeros(0, dtype=np.float16)},
     }
@@ -83,3 +90,24 @@ def test_bad_files_are_refused(tmp_path):
         compact.read_tensors(tmp_path)
     with pytest.raises(ValueError, match="unknown record kind"):
         compact.write_file(tmp_path / "y.tzc", {"x": {"kind": "bogus", "shape": [1]}})
+
+
+@pytest.mark.parametrize("bits", [2, 5, 8])
+def test_grid_vectors_are_the_nearest_grid_points_and_cost_bits_per_value(tmp_path, bits):
+    rng = np.random.default_rng(bits)
+    a = (rng.normal(size=8000) * 0.3 - 0.2).astype(np.float32)
+    grid = compact.grid_encode(a, bits)
+    values = compact.grid_decode(grid)
+    assert values.dtype == np.float32 and int(grid["codes"].max()) == (1 << bits) - 1 and int(grid["codes"].min()) == 0
+    assert np.abs(values - a).max() <= grid["step"] / 2 * (1 + 1e-5)  # the nearest point of the grid
+    assert values.min() == a.min() and np.isclose(values.max(), a.max(), rtol=1e-6, atol=1e-6)
+    rec = {"kind": "dense", "shape": [8000], "array": values, "grid": grid}
+    size = compact.write_file(tmp_path / compact.WEIGHTS_FILE, {"v": rec})
+    assert size < 8000 * bits / 8 + 200  # the codes, not the floats
+    back = compact.read_tensors(tmp_path)["v"]
+    assert np.array_equal(back["array"], values) and np.array_equal(compact.dequantize(back), values)
+
+
+def test_grid_bits_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="1-8"):
+        compact.grid_encode(np.zeros(3, dtype=np.float32), 9)

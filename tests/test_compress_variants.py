@@ -134,3 +134,27 @@ def test_a_variant_continued_from_its_own_weights_starts_as_itself(tmp_path, tin
 
     with pytest.raises(ValueError, match="continue only from a variant of this base"):
         compress(tiny_model, VariantConfig(name="x", method=CONFIGS["deep-compression"]), init=Transformer(other))
+
+
+def test_dense_bits_store_the_vectors_as_grid_codes(tmp_path, tiny_model, base_dir):
+    """dense_bits: biases, LayerNorm and final_logits_bias on a per-tensor grid; reloads exactly; smaller."""
+    sizes = {}
+    for bits in (None, 5):
+        cfg = VariantConfig(name=f"dc-{bits or 16}", base=str(base_dir), method=CONFIGS["deep-compression"], dense_bits=bits)
+        records = compress(tiny_model, cfg)
+        d = write_variant(tmp_path / f"v{bits}", records, cfg, base_dir)
+        sizes[bits] = (d / compact.WEIGHTS_FILE).stat().st_size
+        vectors = {n: r for n, r in records.items() if r["kind"] == "dense"}
+        assert vectors and all(("grid" in r) == (bits is not None) for r in vectors.values())
+        if bits is not None:
+            for n, r in vectors.items():
+                a = tiny_model.get_parameter(n).detach().numpy()
+                assert int(r["grid"]["codes"].max()) < 1 << bits
+                assert np.abs(r["array"] - a).max() <= r["grid"]["step"] / 2 * (1 + 1e-5), n
+        evaluated = load_records_model(records, tiny_model.cfg)
+        loaded, _, _ = load_variant(d)
+        for (n, a), (_, b) in zip(evaluated.state_dict().items(), loaded.state_dict().items(), strict=True):
+            assert torch.equal(a, b), n
+    assert sizes[5] < sizes[None]
+    with pytest.raises(ValueError, match="dense_bits"):
+        VariantConfig(name="x", method=CONFIGS["deep-compression"], dense_bits=9)

@@ -23,6 +23,7 @@ from compression.compress.methods.binarize import Binarize, BinarizeConfig
 from compression.compress.methods.deep import Deep, DeepConfig
 from compression.compress.methods.kmeans import KMeans, KMeansConfig
 from compression.compress.methods.prune import Prune, PruneConfig
+from compression.runtime import compact
 from compression.runtime.tokenizer import Tokenizer
 from compression.train.model import Transformer
 
@@ -49,6 +50,9 @@ class VariantConfig(BaseModel):
     finetune: FinetuneConfig | None = Field(None, description="retraining schedule; none = post-training")
     dense_dtype: Literal["float16", "float32"] = Field(
         "float16", description="storage of what no method compresses: biases, LayerNorm, final_logits_bias")
+    dense_bits: int | None = Field(
+        None, ge=2, le=8, description="store those vectors instead on a per-tensor affine grid of this many bits "
+        "(compact.grid_encode, applied after retraining); None: dense_dtype")
 
     @classmethod
     def load(cls, path: Path | str) -> VariantConfig:
@@ -75,9 +79,19 @@ def build_method(cfg: BaseModel, weights: dict[str, torch.Tensor]) -> Method:
     return cls(cfg, weights)
 
 
-def dense_records(model: Transformer, skip: set[str], dtype: str) -> dict[str, dict]:
-    return {n: {"kind": "dense", "shape": list(p.shape), "array": p.detach().cpu().numpy().astype(dtype)}
-            for n, p in model.named_parameters() if n not in skip}
+def dense_records(model: Transformer, skip: set[str], dtype: str, bits: int | None = None) -> dict[str, dict]:
+    """Records of the parameters no method compresses: ``dtype`` arrays, or ``bits``-bit grid codes."""
+    out = {}
+    for n, p in model.named_parameters():
+        if n in skip:
+            continue
+        a = p.detach().float().cpu().numpy()
+        if bits is None:
+            out[n] = {"kind": "dense", "shape": list(p.shape), "array": a.astype(dtype)}
+        else:
+            grid = compact.grid_encode(a, bits)
+            out[n] = {"kind": "dense", "shape": list(p.shape), "array": compact.grid_decode(grid), "grid": grid}
+    return out
 
 
 def compress(
@@ -107,6 +121,6 @@ def compress(
         history = finetune(student, method, names, config.finetune, tokenizer, teacher, device)
         if log is not None:
             log.extend(history)
-    records = {**dense_records(student, set(names), config.dense_dtype),
+    records = {**dense_records(student, set(names), config.dense_dtype, config.dense_bits),
                **method.records({n: student.get_parameter(n).data for n in names})}
     return {n: records[n] for n, _ in student.named_parameters()}  # the model's parameter order

@@ -8,7 +8,9 @@ tensor listing its streams and their byte ranges), then the streams back to back
 ``read_tensors(dir)`` returns ``{parameter name: record}``; a record is a dict with ``kind`` and ``shape``
 (the parameter's shape) and, by kind:
 
-- ``dense``:    ``array`` float16/float32 ndarray of ``shape``.
+- ``dense``:    ``array`` float16/float32 ndarray of ``shape``. With ``grid`` (``grid_encode``'s dict: ``bits``,
+                ``codes``, ``lo``, ``step``) the file holds only the codes: b bits per value on an affine grid of the
+                tensor's range, and ``array`` is ``grid_decode`` of them (float32) on both sides.
 - ``codebook``: ``codes`` uint8 ndarray of ``shape`` (unpacked), ``codebook`` float32/float16 (G, 2^bits),
                 ``rows_per_group`` (rows sharing one codebook: all rows = per tensor, 1 = per row), ``bits``.
                 Weight[r, c] = codebook[r // rows_per_group, codes[r, c]].
@@ -42,6 +44,22 @@ KINDS = ("dense", "codebook", "binary", "int8", "sparse")
 
 class FormatError(ValueError):
     """The file is not a valid tzip compact file; re-run `python -m compression compress`."""
+
+
+def grid_encode(a: np.ndarray, bits: int) -> dict:
+    """Codes of ``a`` on the ``bits``-bit affine grid lo + k * step spanning its range (the nearest point each)."""
+    if not 1 <= bits <= 8:
+        raise ValueError(f"grid bits must be 1-8, got {bits}")
+    a = np.asarray(a, dtype=np.float32)
+    lo, hi = np.float32(a.min()), np.float32(a.max())
+    step = np.float32((hi - lo) / np.float32((1 << bits) - 1)) if hi > lo else np.float32(1)
+    codes = np.clip(np.rint((a - lo) / step), 0, (1 << bits) - 1).astype(np.uint8)
+    return {"bits": bits, "codes": codes, "lo": float(lo), "step": float(step)}
+
+
+def grid_decode(grid: dict) -> np.ndarray:
+    """The float32 values of a grid (exactly what every reader of the record gets)."""
+    return np.float32(grid["lo"]) + grid["codes"].astype(np.float32) * np.float32(grid["step"])
 
 
 # -- streams ---------------------------------------------------------------------------------------
@@ -98,7 +116,10 @@ def _read_stream(blob: memoryview, d: dict) -> np.ndarray:
 def _encode(rec: dict, w: _Writer) -> dict:
     kind = rec["kind"]
     entry: dict[str, Any] = {"k": kind, "s": list(rec["shape"])}
-    if kind == "dense":
+    if kind == "dense" and "grid" in rec:
+        g = rec["grid"]
+        entry["grid"] = {**w.bits(g["codes"], g["bits"]), "lo": g["lo"], "st": g["step"]}
+    elif kind == "dense":
         entry["array"] = w.raw(rec["array"])
     elif kind in ("codebook", "binary"):
         entry.update(bits=rec["bits"], rpg=rec["rows_per_group"], codes=w.bits(rec["codes"], rec["bits"]))
@@ -126,7 +147,11 @@ def _encode(rec: dict, w: _Writer) -> dict:
 def _decode(entry: dict, blob: memoryview) -> dict:
     kind, shape = entry["k"], entry["s"]
     rec: dict[str, Any] = {"kind": kind, "shape": shape}
-    if kind == "dense":
+    if kind == "dense" and "grid" in entry:
+        g = entry["grid"]
+        rec["grid"] = {"bits": g["w"], "codes": _read_stream(blob, g).reshape(shape), "lo": g["lo"], "step": g["st"]}
+        rec["array"] = grid_decode(rec["grid"])
+    elif kind == "dense":
         rec["array"] = _read_stream(blob, entry["array"])
     elif kind in ("codebook", "binary"):
         rec.update(bits=entry["bits"], rows_per_group=entry["rpg"],
