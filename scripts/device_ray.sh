@@ -8,6 +8,7 @@
 #   fp16x8-rN, single8   the same with eight sentences per request (128 users): issue 13's HTTP figure
 # behind HAProxy (make serve-ray's default); PYPROXY=1 puts Serve's Python proxy in front instead. ~1.5 min per run.
 # MODE=combined: TZIP_RAY_MODE=combined (whole-service replicas, service/ray_combined.py; the ingress settings unused).
+# USERS (256): locust users of the one-text runs; THREADS (2): TZIP_INFERENCE_THREADS of every server.
 #
 # The device has Python 3.12, torch, numpy, onnx (protobuf), sentencepiece, pytest; onnxruntime-gpu is unpacked
 # into /tmp/site (shared docs/gpu.md). Wheels to carry (cp312 manylinux x86_64 or pure; scripts/ray_wheels.sh
@@ -103,8 +104,8 @@ rm -rf "$res" && mkdir -p "$res"
 # (benchmarks/locust/gpu).
 batching=(--env "TZIP_DEVICE=$device" --env "TZIP_MODEL_ROOT=$root" --env TZIP_DEFAULT_VARIANT=fp16
           --env TZIP_MAX_BATCH_SIZE=256 --env "TZIP_MAX_BATCH_ROWS=${MAX_BATCH_ROWS:-256}" --env TZIP_MAX_WAIT_MS=5
-          --env TZIP_MAX_QUEUE=8192 --env TZIP_INFERENCE_THREADS=2 --env TZIP_MEMORY_BUDGET_MB=8192)
-load=(--time "$secs" --out "$res" --ready-timeout 300 --users 256 --texts 1 --processes 4)
+          --env TZIP_MAX_QUEUE=8192 --env "TZIP_INFERENCE_THREADS=${THREADS:-2}" --env TZIP_MEMORY_BUDGET_MB=8192)
+load=(--time "$secs" --out "$res" --ready-timeout 300 --users "${USERS:-256}" --texts 1 --processes 4)
 load8=(--time "$secs" --out "$res" --ready-timeout 300 --users 128 --texts 8 --processes 4)  # fp16x8-rN, single8
 ray_env() {  # $1: translator replicas
   local gpus
