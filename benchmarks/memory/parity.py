@@ -39,6 +39,9 @@ def main() -> None:
     p.add_argument("--beam", action="store_true", help="also beam-5 BLEU (slow on 2 cores)")
     p.add_argument("--weights", default="int8", choices=["int8", "fp16", "fp32"])
     p.add_argument("--matmul", default="u8", choices=["u8", "dqmm", "integer", "nbits8"])
+    p.add_argument("--nbits-accuracy", type=int, default=None, choices=[0, 1, 2, 3, 4],
+                   help="with --matmul nbits8: MatMulNBits accuracy_level (4, the runtime's: int8 activations; "
+                        "0: float activations)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", default=str(HERE / "parity.json"))
     args = p.parse_args()
@@ -53,6 +56,10 @@ def main() -> None:
     from compression.train.evaluate import evaluate
     from compression.train.translator import TorchTranslator
 
+    if args.nbits_accuracy is not None:
+        import compression.runtime.graphs_int8 as graphs_int8
+
+        graphs_int8.NBITS_ACCURACY = args.nbits_accuracy  # read when the graphs are built
     torch.set_num_threads(2)
     pairs = load_split("test_2016_flickr")
     src, refs = [s for s, _ in pairs], [t for _, t in pairs]
@@ -71,13 +78,15 @@ def main() -> None:
         bleu = round(sacrebleu.corpus_bleu(tok.decode(ort_ids), [refs]).score, 2)
         torch_bleu = round(sacrebleu.corpus_bleu(tok.decode(torch_ids), [refs]).score, 2)
         row = {"weights": args.weights, "matmul": args.matmul, "sentences": len(src), "token_identical": same,
+               **({"nbits_accuracy": args.nbits_accuracy} if args.nbits_accuracy is not None else {}),
                "greedy_bleu": bleu, "greedy_bleu_recorded": recorded["greedy"]["bleu"],
                "greedy_bleu_torch_cpu": torch_bleu, "greedy_seconds": round(seconds, 1)}
         if args.beam:
             row["beam5_bleu"] = evaluate(tr, "test_2016_flickr", (5,), batch_size=args.batch_size)["beam5"]["bleu"]
             row["beam5_bleu_recorded"] = recorded["beam5"]["bleu"]
         row["load_average"] = os.getloadavg()[0]
-        results[f"{name}/{args.weights}/{args.matmul}"] = row
+        acc = "" if args.nbits_accuracy is None else f"/acc{args.nbits_accuracy}"
+        results[f"{name}/{args.weights}/{args.matmul}{acc}"] = row
         print(name, json.dumps(row), flush=True)
         out_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
 
