@@ -14,7 +14,8 @@ CONFIGS = sorted((REPO_ROOT / "configs" / "variants").glob("*.toml"))
 # config -> minimum ratio, with the margin the retrained Huffman streams may need (metrics.json included)
 FRONTIER = {"deep-compression-2bit": 50 * 1.05, "deep-compression-1bit": 80 * 1.02, "dc-s965-b2": 80 * 1.05,
             "dc-s898-b1g-d5-late": 50 * 1.05, "dc-s943-b1g-d5-late": 80 * 1.02}
-SEQKD = {"pruned-90-seqkd", "binary-seqkd", "kmeans-2bit-seqkd", "deep-compression-seqkd", *FRONTIER}
+SEQKD = {"pruned-90-seqkd", "binary-seqkd", "kmeans-2bit-seqkd", "deep-compression-seqkd", "binary-2c-g2-seqkd",
+         "deep-compression-4bit-seqkd", *FRONTIER}
 # what compress adds once measured: metrics.json with the buckets (about 1.1 KB); the empty one is 3 bytes
 METRICS_BYTES = 1500
 
