@@ -43,3 +43,13 @@ def test_frontier_ratio_on_the_base_model(tmp_path, name):
     ratio = model_bytes(DEFAULT_MODEL) / size
     assert ratio >= FRONTIER[name], (name, size, ratio)
     assert Path(d / "weights.tzc").stat().st_size < size
+
+
+def test_dominated_by_names_a_variant_as_small_and_as_good_on_every_set():
+    from compression.commands.report import dominated_by
+
+    points = {"a": (10.0, 0.97, 0.96), "b": (12.0, 0.98, 0.96), "c": (12.0, 0.99, 0.95), "d": (30.0, 0.90, 0.90),
+              "e": (10.0, 0.97, 0.96)}
+    got = dominated_by(points)
+    assert got == {"a": "b", "e": "b"}  # equal points do not dominate each other; c and d are on the frontier
+    assert dominated_by({"x": (5.0, 1.0)}) == {}
