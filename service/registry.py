@@ -177,7 +177,7 @@ class VariantRegistry:
         device = resolve_device(s.device)
         groups = s.session_threads if device == "cpu" and s.ort_row_groups else 1  # CUDA: one call per batch
         self.sessions = SessionFactory(device, s.session_threads // groups, s.ort_spin, cpu_arena=s.ort_cpu_arena,
-                                       workers=groups, cuda_graph=s.cuda_graph)
+                                       workers=groups, cuda_graph=s.cuda_graph, stored_loop=s.stored_loop)
         log.info("variants under %s: %s (default %s, device %s)", root, ", ".join(self.names), self.default, self.device)
 
     @property

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         True, description="under CUDA, greedy decoding of graph-file exports replays one CUDA graph per token "
         "(compression/runtime/static_greedy.py); off, the ONNX Loop graph"
     )
+    stored_loop: bool = Field(
+        False, description="greedy decoding of variants served from their stored form runs as one ONNX Loop per "
+        "batch (same tokens; on the 2-core CPU ~1.1x batch-32 throughput and ~0.8x batch-1 latency, for ~3.3 MiB "
+        "more per variant); off, one session run per token"
+    )
     ort_cpu_arena: bool = Field(
         False, description="ONNX Runtime's CPU memory arena; off, a large request's memory is given back "
         "afterwards (benchmarks/soak/arena.json)"

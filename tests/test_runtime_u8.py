@@ -124,3 +124,25 @@ def test_huffman_decodes_to_a_compact_array_and_rejects_a_broken_stream():
         huffman.decode(lengths, data, len(sym) - 1, nbits)  # symbols and bits disagree
     with pytest.raises(ValueError, match="corrupt"):
         huffman.decode(lengths, data[: len(data) // 2], len(sym), nbits)  # truncated
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_the_greedy_loop_of_a_stored_variant_gives_the_step_wise_tokens(tiny, share):
+    """stored_loop: greedy in one run of graphs_greedy's Loop over the in-memory decoder step, its weights
+    hoisted to the Loop graph's top level (fed ones bound, declared ones shared): the same tokens as the
+    step-wise decoder for every batch shape; beam search stays step-wise."""
+    _, tok, cfg, records = tiny
+    opts = MemoryOptions(share=share)
+    step = MemoryTranslator(build_runtime_graphs(cfg, records), tok, "tiny", ONE_THREAD, options=opts)
+    loop = MemoryTranslator(build_runtime_graphs(cfg, records), tok, "tiny", SessionFactory(threads=1, stored_loop=True),
+                            options=opts)
+    assert step.loop_session is None and loop.loop_session is not None
+    top = {i.name for i in loop.loop_session.get_inputs()}
+    assert EMBEDDING in top and POSITIONS in top  # the one table, bound to every run
+    texts = SOURCES * 3
+    for batch in (1, 4, len(texts)):
+        assert loop.translate(texts, batch_size=batch) == step.translate(texts, batch_size=batch)
+    short = SearchConfig(beam=1, max_len=3)
+    assert loop.translate(texts, short) == step.translate(texts, short)  # every sentence stops at its limit
+    beam = SearchConfig(beam=3)
+    assert loop.translate(SOURCES, beam) == step.translate(SOURCES, beam)

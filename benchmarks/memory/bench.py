@@ -68,7 +68,13 @@ def child(spec: dict) -> dict:
     before = rss_mib()
     t0 = time.perf_counter()
     if spec["source"] == "export":
-        tr = OnnxTranslator(Path(spec.get("exports", EXPORTS)) / spec["name"], SessionFactory(threads=threads, greedy_loop=False))
+        directory = Path(spec.get("exports", EXPORTS)) / spec["name"]
+        if spec.get("loop"):  # greedy in one ONNX Loop run per batch, as the service runs graph-file exports
+            from compression.runtime.greedy import GreedyLoopTranslator
+
+            tr = GreedyLoopTranslator(directory, SessionFactory(threads=threads))
+        else:
+            tr = OnnxTranslator(directory, SessionFactory(threads=threads, greedy_loop=False))
     else:
         opts = MemoryOptions(prepacking=spec.get("prepacking", True), arena=spec.get("arena", "default"),
                              share=spec.get("share", True))
@@ -77,7 +83,8 @@ def child(spec: dict) -> dict:
         graphs = build_runtime_graphs(cfg, records, spec.get("weights", "int8"), spec.get("matmul", DEFAULT_MATMUL))
         del records
         trim_heap()
-        tr = MemoryTranslator(graphs, tok, spec["name"], SessionFactory(threads=threads), options=opts)
+        tr = MemoryTranslator(graphs, tok, spec["name"], SessionFactory(threads=threads, stored_loop=bool(spec.get("loop"))),
+                              options=opts)
         del graphs
     load_s = time.perf_counter() - t0
     added = rss_mib() - before
@@ -148,8 +155,10 @@ def markdown(result: dict) -> str:
     """The medians as a table, with the command, the load average and the ratios to the fp32 base export."""
     warm = ("RSS added after another model was loaded, run and dropped in the same process (`--warm`)"
             if result.get("warm") else "RSS added by the first model the process loads")
+    decode = ("Greedy as one ONNX Loop run per batch (`--loop`)" if result.get("loop")
+              else "Greedy as one session run per token")
     lines = [f"# Resident memory and CPU speed ({result['study']} study, {result['rounds']} interleaved rounds, medians)", "",
-             warm + ".", "",
+             warm + ". " + decode + ".", "",
              f"Command: `{result['command']}`", "",
              f"onnxruntime {result['onnxruntime']}, {result['cpus']} CPUs, cores {result['cores'] or 'not pinned'}, "
              f"load average min / median / max {result['load_average']['min']:.2f} / "
@@ -177,6 +186,9 @@ def main() -> None:
     p.add_argument("--cores", default=None, help="pin every child to these cores (taskset -c LIST), e.g. 0-3")
     p.add_argument("--exports", default=str(EXPORTS.relative_to(ROOT)), help="where the base and int8 exports are")
     p.add_argument("--graph-exports", default="", help="more exports under --exports to serve from their graph files")
+    p.add_argument("--loop", action="store_true",
+                   help="greedy as one ONNX Loop run per batch for every config (exports: the service's Loop translator; "
+                        "stored forms: TZIP_STORED_LOOP); default: one session run per token")
     p.add_argument("--warm", action="store_true",
                    help="load, run and drop another model in each process before the measured one (see above)")
     p.add_argument("--out", default=None, help="result file (default benchmarks/memory/results-<study>.json)")
@@ -192,6 +204,7 @@ def main() -> None:
     for c in todo:  # relative to the repository (the children run there): no machine's paths in the results
         c["exports"] = str(exports.relative_to(ROOT)) if exports.is_relative_to(ROOT) else str(exports)
         c["warm"] = args.warm
+        c["loop"] = args.loop
     pin = ["taskset", "-c", args.cores] if args.cores else []
     runs: dict[str, list[dict]] = {c["label"] + f" t{c['threads']}": [] for c in todo}
     loads = []
@@ -209,7 +222,7 @@ def main() -> None:
             runs[c["label"] + f" t{c['threads']}"].append(row)
             print(r, c["label"], c["threads"], row, flush=True)
     medians = {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in runs.items()}
-    result = {"study": args.study, "rounds": args.rounds, "warm": args.warm, "cpus": os.cpu_count(), "cores": args.cores,
+    result = {"study": args.study, "rounds": args.rounds, "warm": args.warm, "loop": args.loop, "cpus": os.cpu_count(), "cores": args.cores,
               "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
               "load_average": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
               "onnxruntime": __import__("onnxruntime").__version__, "configs": todo, "medians": medians, "runs": runs}

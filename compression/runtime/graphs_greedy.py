@@ -133,7 +133,8 @@ def copy_step(decoder: onnx.GraphProto, rename: dict[str, str], prefix: str) -> 
     return nodes, inits
 
 
-def _step_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec, fixed: dict[str, str], rowmap: str | None) -> onnx.GraphProto:
+def _step_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec, fixed: dict[str, str], rowmap: str | None,
+               outer: tuple[str, ...] = ()) -> onnx.GraphProto:
     """The token loop's body: one decoder step, then greedy's argmax / EOS / limit rules.
 
     Carried: t (int64 scalar, the step), last (N,), finished (N,), the cache. ``fixed`` names the enclosing
@@ -144,7 +145,8 @@ def _step_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec, fixed: dict[str, s
     logits = _logits(decoder)
     inits, c = _consts(STEP, spec)
     present = [n for i in range(spec.decoder_layers) for n in fmt.present_names(i)]
-    rename = {"tokens": "h/last", **fixed, **{p: f"h/{p}" for p in _past(spec)}, **{p: f"out/{p}" for p in present}}
+    rename = {"tokens": "h/last", **fixed, **{p: f"h/{p}" for p in _past(spec)}, **{p: f"out/{p}" for p in present},
+              **{n: n for n in outer}}  # values the top-level graph holds: read from the outer scope
 
     nodes, copied = copy_step(decoder, rename, STEP)
     inits += copied
@@ -187,7 +189,7 @@ def _step_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec, fixed: dict[str, s
     return helper.make_graph(nodes, "greedy_step", inputs, outputs, inits)
 
 
-def _phase_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec) -> onnx.GraphProto:
+def _phase_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec, outer: tuple[str, ...] = ()) -> onnx.GraphProto:
     """The phase loop's body: keep the rows still decoding (Gather), then the token loop until every row
     has finished or the next step would shrink; its tokens are appended to the carried (T, B) tokens."""
     P = PHASE
@@ -204,7 +206,7 @@ def _phase_body(decoder: onnx.GraphProto, spec: fmt.GraphSpec) -> onnx.GraphProt
     ]
     nodes += [helper.make_node("Gather", [f"{P}in/{n}", f"{P}keep"], [f"{P}{n}"], axis=0) for n, _ in rows]
     nodes.append(helper.make_node("Sub", [f"{OUTER}steps", f"{P}in/t"], [f"{P}remaining"]))
-    step = _step_body(decoder, spec, {n: f"{P}{n}" for n in _fixed_names(spec)}, rowmap=f"{P}rowmap")
+    step = _step_body(decoder, spec, {n: f"{P}{n}" for n in _fixed_names(spec)}, rowmap=f"{P}rowmap", outer=outer)
     carried = ["t", "last", "finished", *_past(spec)]
     loop_in = [f"{P}in/t" if n == "t" else f"{P}{n}" for n in carried]
     nodes.append(helper.make_node("Loop", [f"{P}remaining", f"{OUTER}true", *loop_in],
@@ -232,8 +234,34 @@ def build_greedy(directory: Path | str, shrink: bool = True) -> onnx.ModelProto:
     encoder as its own session; merged into this graph ONNX Runtime fuses its Add + LayerNorm
     differently, enough to move int8 tokens) and ``limits`` (B,) int64. Output: ``tokens`` (B, T)."""
     directory = Path(directory)
-    spec = fmt.GraphSpec.load(directory)
-    decoder_model = _load(directory, fmt.DECODER_FILE)
+    return greedy_model(_load(directory, fmt.DECODER_FILE), fmt.GraphSpec.load(directory), shrink)
+
+
+def hoist_weights(decoder_model: onnx.ModelProto, fed: tuple[str, ...]) -> tuple[list[onnx.ValueInfoProto],
+                                                                                 list[onnx.TensorProto]]:
+    """Take out of a decoder step built in memory (``graphs_int8.build_runtime_graphs``) the weights it reads
+    that the runtime supplies: the graph inputs in ``fed`` and every initializer. The Loop graph declares
+    them at its top level, where both loop bodies read them, so a session holds each once."""
+    graph = decoder_model.graph
+    inputs = [v for v in graph.input if v.name in fed]
+    kept = [v for v in graph.input if v.name not in fed]
+    del graph.input[:]
+    graph.input.extend(kept)
+    inits = list(graph.initializer)
+    del graph.initializer[:]
+    return inputs, inits
+
+
+def greedy_model(decoder_model: onnx.ModelProto, spec: fmt.GraphSpec, shrink: bool = True,
+                 fed: tuple[str, ...] | None = None) -> onnx.ModelProto:
+    """``build_greedy`` over a decoder step ModelProto. With ``fed`` (a step built in memory), the weights are
+    hoisted to the top level (``hoist_weights``): the ``fed`` ones become inputs of the Loop graph (bind them
+    to every run), the declared initializers stay declared (hand them to the session)."""
+    outer_inputs: list[onnx.ValueInfoProto] = []
+    outer_inits: list[onnx.TensorProto] = []
+    if fed is not None:
+        outer_inputs, outer_inits = hoist_weights(decoder_model, fed)
+    outer = tuple(v.name for v in outer_inputs) + tuple(t.name for t in outer_inits)
     decoder = decoder_model.graph
     L, G = spec.decoder_layers, OUTER
     elem = _elem(spec)
@@ -268,9 +296,9 @@ def build_greedy(directory: Path | str, shrink: bool = True) -> onnx.ModelProto:
         n_state = len(state0)
         nodes.append(helper.make_node("Loop", [f"{G}steps", f"{G}true", *state0],
                                       [f"{G}end{j}" for j in range(n_state - 1)] + [f"{G}scan"],
-                                      body=_phase_body(decoder, spec)))
+                                      body=_phase_body(decoder, spec, outer)))
     else:
-        step = _step_body(decoder, spec, {n: n for n in _fixed_names(spec)}, rowmap=None)
+        step = _step_body(decoder, spec, {n: n for n in _fixed_names(spec)}, rowmap=None, outer=outer)
         state0 = [t0, f"{G}last0", f"{G}finished0", *past0]
         nodes.append(helper.make_node("Loop", [f"{G}steps", f"{G}true", *state0],
                                       [f"{G}end{j}" for j in range(len(state0))] + [f"{G}scan"], body=step))
@@ -279,8 +307,9 @@ def build_greedy(directory: Path | str, shrink: bool = True) -> onnx.ModelProto:
               helper.make_tensor_value_info("src_mask", TensorProto.BOOL, ["batch", 1, 1, "src_len"])]
     inputs += [helper.make_tensor_value_info(n, elem, ["batch", spec.n_heads, "src_len", spec.head_dim])
                for i in range(L) for n in fmt.cross_names(i)]
-    graph = helper.make_graph(nodes, "tzip_greedy", inputs,
-                              [helper.make_tensor_value_info(GREEDY_OUTPUT, TensorProto.INT64, ["batch", "steps"])], inits)
+    graph = helper.make_graph(nodes, "tzip_greedy", inputs + outer_inputs,
+                              [helper.make_tensor_value_info(GREEDY_OUTPUT, TensorProto.INT64, ["batch", "steps"])],
+                              inits + outer_inits)
     model = helper.make_model(graph, opset_imports=list(decoder_model.opset_import), producer_name="tzip")
     model.ir_version = 9
     return model

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
@@ -31,6 +32,7 @@ from compression.runtime.graphs_int8 import (
     embed_weights,
     read_variant,
 )
+from compression.runtime.search import SearchConfig, pad_batch
 from compression.runtime.sessions import SessionFactory
 from compression.runtime.tokenizer import Tokenizer, shared_tokenizer
 from compression.runtime.translator import OnnxTranslator
@@ -153,6 +155,7 @@ class MemoryTranslator(OnnxTranslator):
 
     def __init__(self, graphs: RuntimeGraphs, tokenizer: Tokenizer, name: str, sessions: SessionFactory | None = None,
                  options: MemoryOptions = MemoryOptions(), release: bool = True):
+        loop = (sessions or SessionFactory()).stored_loop
         sessions = (sessions or SessionFactory()).intra()  # step-wise decoding: no row groups
         if tokenizer.vocab_size != graphs.spec.vocab_size:
             raise ValueError(f"{name}: tokenizer has {tokenizer.vocab_size} pieces, the graphs {graphs.spec.vocab_size}")
@@ -172,6 +175,18 @@ class MemoryTranslator(OnnxTranslator):
                 model, so = weights.embedded(model), memory_session_options(options, sessions)
             made.append(sessions.session(model, options=so))
             del model
+        self.loop_session: ort.InferenceSession | None = None
+        if loop:  # greedy in one run of graphs_greedy's Loop over this decoder step, weights hoisted and shared
+            from compression.runtime.graphs_greedy import greedy_model
+
+            step = onnx.load_from_string(graphs.models[fmt.DECODER_FILE])
+            model = greedy_model(step, graphs.spec, shrink=True, fed=tuple(graphs.fed)).SerializeToString()
+            del step
+            so = weights.options_for(model, options, sessions) if options.share else memory_session_options(options, sessions)
+            if not options.share:
+                model = weights.embedded(model)
+            self.loop_session = sessions.session(model, options=so)[0]
+            del model
         self.weights = weights
         if release:  # the sessions hold what they need; the serialized graphs (and arrays) are garbage now
             graphs.models.clear()
@@ -180,6 +195,34 @@ class MemoryTranslator(OnnxTranslator):
                 graphs.arrays = dict(weights.arrays)
         trim_heap()
         self._attach(made[0], made[1], sessions, name, weights.fed)
+        if self.loop_session is not None:
+            self.loop_fed = {i.name: weights.fed[i.name] for i in self.loop_session.get_inputs() if i.name in weights.fed}
+
+    def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig | None = None) -> list[list[int]]:
+        cfg = (cfg or SearchConfig()).capped(self.spec.max_positions)
+        if self.loop_session is None or cfg.beam != 1:
+            return super().translate_ids(src_ids, cfg)
+        from compression.runtime.graphs_greedy import GREEDY_OUTPUT
+        from compression.runtime.greedy import strip_eos
+
+        src_ids = [x[: self.spec.max_positions] for x in src_ids]
+        enc = self.encoder.io_binding()  # as graphs_greedy's translator: encoder once, then one Loop run
+        enc.bind_cpu_input("src_ids", pad_batch(src_ids, self.spec.pad_id))
+        enc.bind_cpu_input("expand", np.array(1, dtype=np.int64))
+        for name, value in self.encoder_fed.items():
+            enc.bind_ortvalue_input(name, value)
+        for name in self.encoder_outputs:
+            enc.bind_output(name, self.device_type, self.device_id)
+        self.encoder.run_with_iobinding(enc)
+        b = self.loop_session.io_binding()
+        for name, value in zip(self.encoder_outputs, enc.get_outputs(), strict=True):
+            b.bind_ortvalue_input(name, value)
+        for name, value in self.loop_fed.items():
+            b.bind_ortvalue_input(name, value)
+        b.bind_cpu_input("limits", np.asarray([cfg.limit(len(s)) for s in src_ids], dtype=np.int64))
+        b.bind_output(GREEDY_OUTPUT, "cpu")
+        self.loop_session.run_with_iobinding(b)
+        return strip_eos(b.get_outputs()[0].numpy(), self.spec.eos_id)
 
 
 def weight_form(sessions: SessionFactory) -> str:

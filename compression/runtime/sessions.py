@@ -36,7 +36,9 @@ class SessionFactory:
     can be given back). workers: the Loop translator splits a greedy batch into this many row groups, each
     decoded by its own session call at the same time from a thread pool (ONNX Runtime releases the GIL); on
     the CPU ``threads=1, workers=N`` keeps N cores busy without the per-node synchronisation of N intra-op
-    threads, which the small kernels of a decoder step (256 wide) do not amortise (benchmarks/speed)."""
+    threads, which the small kernels of a decoder step (256 wide) do not amortise (benchmarks/speed).
+    stored_loop: variants served from their stored form (``memory``) decode greedy in one ONNX Loop run per batch
+    too (same tokens; the Loop session costs ~3.3 MiB more, so off by default: issue 12's memory figures)."""
 
     device: str = "cpu"
     threads: int = 0
@@ -46,6 +48,7 @@ class SessionFactory:
     cpu_arena: bool = True
     workers: int = 1
     cuda_graph: bool = True
+    stored_loop: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in PROVIDERS:
