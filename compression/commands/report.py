@@ -58,8 +58,8 @@ def issue16_lines(table: list[dict], scores: dict, base_val: float | None) -> li
 
     retrained = [r for r in table if r["retrained"]]
     cells_of = {r["name"]: set_retention(r, scores, base_val) for r in retrained}
-    dominated = dominated_by({n: (next(r["ratio"] for r in retrained if r["name"] == n), *c)
-                              for n, c in cells_of.items() if None not in c})
+    dominated = dominated_by({r["name"]: (r["ratio"], *cells_of[r["name"]]) for r in retrained
+                              if None not in cells_of[r["name"]]})
     lines = ["## Targets of issue 16 (greedy; val stands in for the held-out sets)", "",
              "`dominated by`: a retrained variant at least as small that retains at least as much on both sets "
              "(better on one); the variants without one are the frontier a user picks from.", "",

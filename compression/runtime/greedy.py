@@ -47,6 +47,37 @@ def strip_eos(tokens: np.ndarray, eos_id: int) -> list[list[int]]:
     return out
 
 
+def bind_loop_run(encoder: ort.InferenceSession, encoder_outputs: list[str], device_type: str,
+                  session: ort.InferenceSession, src: np.ndarray, expand: int, limits: list[int],
+                  encoder_fed: dict[str, ort.OrtValue] | None = None,
+                  loop_fed: dict[str, ort.OrtValue] | None = None) -> ort.IOBinding:
+    """Run the encoder over ``src`` (padded ids; each row ``expand`` times) and bind its outputs, where they are
+    (under CUDA, on the GPU), and the limits as inputs of one run of a Loop ``session``. ``encoder_fed`` /
+    ``loop_fed``: weights the runtime holds once (graphs built in memory), bound to each run of that session."""
+    enc = encoder.io_binding()
+    enc.bind_cpu_input("src_ids", src)
+    enc.bind_cpu_input("expand", np.array(expand, dtype=np.int64))
+    for name, value in (encoder_fed or {}).items():
+        enc.bind_ortvalue_input(name, value)
+    for name in encoder_outputs:
+        enc.bind_output(name, device_type)  # stays on the device: the loop reads it there
+    encoder.run_with_iobinding(enc)
+    b = session.io_binding()
+    for name, value in zip(encoder_outputs, enc.get_outputs(), strict=True):
+        b.bind_ortvalue_input(name, value)
+    for name, value in (loop_fed or {}).items():
+        b.bind_ortvalue_input(name, value)
+    b.bind_cpu_input("limits", np.asarray(limits, dtype=np.int64))
+    return b
+
+
+def greedy_tokens(session: ort.InferenceSession, b: ort.IOBinding, eos_id: int) -> list[list[int]]:
+    """Run a greedy Loop ``session`` bound by ``bind_loop_run``: each row's tokens up to its first EOS."""
+    b.bind_output(GREEDY_OUTPUT, "cpu")
+    session.run_with_iobinding(b)
+    return strip_eos(b.get_outputs()[0].numpy(), eos_id)
+
+
 def row_groups(n: int, groups: int) -> list[list[int]]:
     """Rows 0..n-1 dealt round-robin into min(groups, n) groups. Batches are sorted by length, so every
     group gets long and short sentences alike and the groups finish at about the same time."""
@@ -102,19 +133,9 @@ class ExportGreedy(LengthBatchedTranslator):
 
     def _loop_binding(self, session: ort.InferenceSession, src_ids: list[list[int]], expand: int,
                       limits: list[int]) -> ort.IOBinding:
-        """Run the encoder over these sources (each row ``expand`` times) and bind its outputs, where they are
-        (under CUDA, on the GPU), and the limits as inputs of one run of a Loop ``session``."""
-        enc = self.encoder.io_binding()
-        enc.bind_cpu_input("src_ids", pad_batch(src_ids, self.spec.pad_id))
-        enc.bind_cpu_input("expand", np.array(expand, dtype=np.int64))
-        for name in self.encoder_outputs:
-            enc.bind_output(name, self.device_type)  # stays on the device: the loop reads it there
-        self.encoder.run_with_iobinding(enc)
-        b = session.io_binding()
-        for name, value in zip(self.encoder_outputs, enc.get_outputs(), strict=True):
-            b.bind_ortvalue_input(name, value)
-        b.bind_cpu_input("limits", np.asarray(limits, dtype=np.int64))
-        return b
+        """``bind_loop_run`` over these sources with this export's encoder."""
+        return bind_loop_run(self.encoder, self.encoder_outputs, self.device_type, session,
+                             pad_batch(src_ids, self.spec.pad_id), expand, limits)
 
     def beam_ids(self, src_ids: list[list[int]], limits: list[int], cfg: SearchConfig) -> list[list[int]]:
         """``search.beam_search`` over these sources: one run of the encoder (each row repeated ``beam``
@@ -175,7 +196,4 @@ class GreedyLoopTranslator(ExportGreedy):
 
     def _greedy_run(self, src_ids: list[list[int]], limits: list[int]) -> list[list[int]]:
         """``search.greedy`` over these sources in one run of the encoder and one of the Loop."""
-        b = self._loop_binding(self.session, src_ids, 1, limits)
-        b.bind_output(GREEDY_OUTPUT, "cpu")
-        self.session.run_with_iobinding(b)
-        return strip_eos(b.get_outputs()[0].numpy(), self.spec.eos_id)
+        return greedy_tokens(self.session, self._loop_binding(self.session, src_ids, 1, limits), self.spec.eos_id)

@@ -18,7 +18,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 
@@ -155,8 +154,8 @@ class MemoryTranslator(OnnxTranslator):
 
     def __init__(self, graphs: RuntimeGraphs, tokenizer: Tokenizer, name: str, sessions: SessionFactory | None = None,
                  options: MemoryOptions = MemoryOptions(), release: bool = True):
-        loop = (sessions or SessionFactory()).stored_loop
         sessions = (sessions or SessionFactory()).intra()  # step-wise decoding: no row groups
+        loop = sessions.stored_loop
         if tokenizer.vocab_size != graphs.spec.vocab_size:
             raise ValueError(f"{name}: tokenizer has {tokenizer.vocab_size} pieces, the graphs {graphs.spec.vocab_size}")
         self.manifest = {"name": name, **graphs.info}
@@ -166,27 +165,20 @@ class MemoryTranslator(OnnxTranslator):
         self.options = options
         weights = SharedWeights(graphs)
         self.weight_bytes = graphs.weight_bytes  # the weights the graphs use, each once (int8 + scales + vectors)
-        made = []
-        for file in (fmt.ENCODER_FILE, fmt.DECODER_FILE):
-            model = graphs.models[file]
+
+        def open_session(model: bytes) -> tuple[ort.InferenceSession, str]:
             if options.share:
-                so = weights.options_for(model, options, sessions)
-            else:
-                model, so = weights.embedded(model), memory_session_options(options, sessions)
-            made.append(sessions.session(model, options=so))
-            del model
+                return sessions.session(model, options=weights.options_for(model, options, sessions))
+            return sessions.session(weights.embedded(model), options=memory_session_options(options, sessions))
+
+        made = [open_session(graphs.models[file]) for file in (fmt.ENCODER_FILE, fmt.DECODER_FILE)]
         self.loop_session: ort.InferenceSession | None = None
         if loop:  # greedy in one run of graphs_greedy's Loop over this decoder step, weights hoisted and shared
             from compression.runtime.graphs_greedy import greedy_model
 
             step = onnx.load_from_string(graphs.models[fmt.DECODER_FILE])
-            model = greedy_model(step, graphs.spec, shrink=True, fed=tuple(graphs.fed)).SerializeToString()
+            self.loop_session = open_session(greedy_model(step, graphs.spec, fed=tuple(graphs.fed)).SerializeToString())[0]
             del step
-            so = weights.options_for(model, options, sessions) if options.share else memory_session_options(options, sessions)
-            if not options.share:
-                model = weights.embedded(model)
-            self.loop_session = sessions.session(model, options=so)[0]
-            del model
         self.weights = weights
         if release:  # the sessions hold what they need; the serialized graphs (and arrays) are garbage now
             graphs.models.clear()
@@ -199,30 +191,17 @@ class MemoryTranslator(OnnxTranslator):
             self.loop_fed = {i.name: weights.fed[i.name] for i in self.loop_session.get_inputs() if i.name in weights.fed}
 
     def translate_ids(self, src_ids: list[list[int]], cfg: SearchConfig | None = None) -> list[list[int]]:
-        cfg = (cfg or SearchConfig()).capped(self.spec.max_positions)
+        cfg = cfg or SearchConfig()
         if self.loop_session is None or cfg.beam != 1:
             return super().translate_ids(src_ids, cfg)
-        from compression.runtime.graphs_greedy import GREEDY_OUTPUT
-        from compression.runtime.greedy import strip_eos
+        from compression.runtime.greedy import bind_loop_run, greedy_tokens
 
+        cfg = cfg.capped(self.spec.max_positions)
         src_ids = [x[: self.spec.max_positions] for x in src_ids]
-        enc = self.encoder.io_binding()  # as graphs_greedy's translator: encoder once, then one Loop run
-        enc.bind_cpu_input("src_ids", pad_batch(src_ids, self.spec.pad_id))
-        enc.bind_cpu_input("expand", np.array(1, dtype=np.int64))
-        for name, value in self.encoder_fed.items():
-            enc.bind_ortvalue_input(name, value)
-        for name in self.encoder_outputs:
-            enc.bind_output(name, self.device_type, self.device_id)
-        self.encoder.run_with_iobinding(enc)
-        b = self.loop_session.io_binding()
-        for name, value in zip(self.encoder_outputs, enc.get_outputs(), strict=True):
-            b.bind_ortvalue_input(name, value)
-        for name, value in self.loop_fed.items():
-            b.bind_ortvalue_input(name, value)
-        b.bind_cpu_input("limits", np.asarray([cfg.limit(len(s)) for s in src_ids], dtype=np.int64))
-        b.bind_output(GREEDY_OUTPUT, "cpu")
-        self.loop_session.run_with_iobinding(b)
-        return strip_eos(b.get_outputs()[0].numpy(), self.spec.eos_id)
+        b = bind_loop_run(self.encoder, self.encoder_outputs, self.device_type, self.loop_session,
+                          pad_batch(src_ids, self.spec.pad_id), 1, [cfg.limit(len(s)) for s in src_ids],
+                          self.encoder_fed, self.loop_fed)
+        return greedy_tokens(self.loop_session, b, self.spec.eos_id)
 
 
 def weight_form(sessions: SessionFactory) -> str:
